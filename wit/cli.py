@@ -1,0 +1,90 @@
+"""The ``wit`` command: one front for every stage.
+
+    wit --help | --version
+    wit doctor                      check this machine and print fixes
+
+Each stage adds its subcommand here as it lands. Stage subcommands that are Beam jobs hand
+their arguments to the job module's ``run(argv)`` untouched, so ``wit queries ...`` and
+``python -m query_list.build ...`` take the same flags, Beam and Dataflow ones included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+# Library update checks reach for the internet at import time; a wit run never should.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: either parsed here (``arguments`` + ``main``) or handed to a job's ``run``."""
+
+    help: str
+    module: str
+    arguments: str | None = "add_arguments"  # module function that adds argparse arguments
+    entry: str = "main"  # module function: main(namespace) -> int, or run(argv) -> int for jobs
+    passthrough: bool = False  # a Beam job parsing its own argv (our flags and Beam's)
+
+
+COMMANDS: dict[str, Command] = {
+    "doctor": Command("check versions, the local Beam runner, WordNet, GCS access and disk; print fixes", "wit.doctor"),
+}
+
+
+def _version() -> str:
+    from wit import __version__
+
+    return __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wit",
+        description="wit: CLIP's WIT data engine and trainer (query list -> curation -> crawl -> dedup -> training).",
+    )
+    parser.add_argument("--version", action="version", version=f"wit {_version()}")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (default INFO; env WIT_LOG_LEVEL)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        if command.passthrough:
+            sub.add_parser(name, help=command.help, add_help=False)
+        else:
+            child = sub.add_parser(name, help=command.help, description=command.help)
+            module = importlib.import_module(command.module)
+            if command.arguments:
+                getattr(module, command.arguments)(child)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from wit.logs import setup_logging
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    setup_logging(args.log_level, args.verbose, args.quiet)
+    command = COMMANDS[args.command]
+    module = importlib.import_module(command.module)
+    entry: Callable = getattr(module, command.entry)
+    if command.passthrough:
+        # Everything after the subcommand name goes to the job, which owns its own flags.
+        position = argv.index(args.command)
+        return int(entry(argv[position + 1:]) or 0)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return int(entry(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
