@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 # The synset files we read (one per part of speech; see wndb(5)). Debian's wordnet-base ships
 # them without ``lexnames``, so that file is not required.
@@ -63,3 +64,30 @@ def find_wordnet_dir(explicit: str | os.PathLike | None = None) -> Path:
             return folder
     looked = ", ".join(str(p) for p in candidate_dirs())
     raise WordNetNotFound(f"no WordNet database found (looked in {looked}); {INSTALL_HINT}")
+
+
+PARTS_OF_SPEECH = ("noun", "verb", "adj", "adv")
+_SYNTACTIC_MARKER = ("(a)", "(p)", "(ip)")
+
+
+def iter_head_lemmas(folder: str | os.PathLike) -> Iterator[str]:
+    """The head lemma (first word) of every synset, ``_`` turned into a space.
+
+    Reads the ``data.<pos>`` files directly (format in wndb(5)): lines starting with two spaces
+    are the licence header; each other line is ``offset lex_filenum ss_type w_cnt word lex_id ...``.
+    Adjective syntactic markers such as ``(a)`` are removed.
+    """
+    root = Path(folder)
+    for pos in PARTS_OF_SPEECH:
+        with open(root / f"data.{pos}", encoding="utf-8", errors="strict") as handle:
+            for line in handle:
+                if line.startswith("  "):
+                    continue
+                fields = line.split(" ", 5)
+                if len(fields) < 5:
+                    continue
+                word = fields[4]
+                for marker in _SYNTACTIC_MARKER:
+                    if word.endswith(marker):
+                        word = word[: -len(marker)]
+                yield word.replace("_", " ")

@@ -56,3 +56,53 @@ def make_pipeline(options: PipelineOptions):
 
     pin_local_runner(options)
     return beam.Pipeline(options=options)
+
+
+# -- flags: ours vs Beam's ---------------------------------------------------------------------
+class TolerantParser:
+    """Wraps Beam's argument parser for a job's ``PipelineOptions._add_argparse_args``.
+
+    Beam registers the flags of every ``PipelineOptions`` subclass in one parser, so two jobs
+    imported into one process that both declare ``--out`` would collide; a flag already
+    registered is skipped (our jobs give shared flags the same meaning and type).
+    """
+
+    def __init__(self, parser) -> None:
+        self.parser = parser
+
+    def add_argument(self, *flags, **kwargs):
+        if any(flag in self.parser._option_string_actions for flag in flags):  # noqa: SLF001
+            return None
+        return self.parser.add_argument(*flags, **kwargs)
+
+
+def _beam_option_classes():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    seen, stack = [], list(PipelineOptions.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        if cls not in seen:
+            seen.append(cls)
+            stack.extend(cls.__subclasses__())
+    return [cls for cls in seen if cls.__module__.startswith("apache_beam.")]
+
+
+def unknown_beam_args(beam_args: Sequence[str]) -> list[str]:
+    """The flags in ``beam_args`` that no Beam option declares (Beam would drop them silently)."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in _beam_option_classes():
+        cls._add_argparse_args(parser)  # noqa: SLF001
+    _, unknown = parser.parse_known_args(list(beam_args))
+    return [arg for arg in unknown if arg.startswith("-")]
+
+
+def split_args(parser, argv: Sequence[str] | None):
+    """Parse our flags with ``parser``; return ``(args, beam_args)``; unknown flags are an error."""
+    args, beam_args = parser.parse_known_args(None if argv is None else list(argv))
+    unknown = unknown_beam_args(beam_args)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args, beam_args

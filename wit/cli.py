@@ -1,6 +1,7 @@
 """The ``wit`` command: one front for every stage.
 
     wit --help | --version
+    wit queries --wiki DUMP --out DIR   build the query list (query_list.build)
     wit doctor                      check this machine and print fixes
 
 Each stage adds its subcommand here as it lands. Stage subcommands that are Beam jobs hand
@@ -33,6 +34,8 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
+    "queries": Command("build the query list from a Wikipedia dump, page views and WordNet (Beam job)",
+                       "query_list.build", arguments=None, entry="run", passthrough=True),
     "doctor": Command("check versions, the local Beam runner, WordNet, GCS access and disk; print fixes", "wit.doctor"),
 }
 

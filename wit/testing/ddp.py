@@ -72,10 +72,20 @@ def run_distributed(fn: Callable[..., Any], world_size: int = 2, args: tuple = (
             if ok:
                 collected[rank] = pickle.loads(payload)
             else:
-                errors.append(f"rank {rank} failed:\n{payload}")
-                break  # the other ranks are likely blocked in a collective: stop them
+                errors.append((rank, payload))
+                # The first report may be a peer's "connection reset" caused by the real
+                # failure: give the other ranks a moment to report theirs, then stop them.
+                grace = time.monotonic() + 5.0
+                while len(collected) + len(errors) < world_size and time.monotonic() < grace:
+                    try:
+                        rank, ok, payload = results.get(timeout=0.5)
+                    except queue.Empty:
+                        continue
+                    if not ok:
+                        errors.append((rank, payload))
+                break
         if errors:
-            raise RuntimeError("\n".join(errors))
+            raise RuntimeError("\n".join(f"rank {rank} failed:\n{trace}" for rank, trace in sorted(errors)))
     finally:
         for process in processes:
             process.join(timeout=10 if not errors else 0.1)

@@ -1,0 +1,390 @@
+"""Build CLIP's query list from a Wikipedia dump, page views and WordNet (a Beam job).
+
+The list joins four parts (see ``docs/query_list.md``): words seen at least ``--min-count``
+times, the bigrams with the highest PMI among those seen ``--bigram-min-count`` times (at most
+``--bigram-budget``), titles of articles with at least ``--title-min-views`` views, and every
+WordNet synset's head lemma; ``--target-size`` caps the total. Outputs under ``--out``:
+``metadata.json`` (the list; index = entry id), ``entries.parquet`` and ``query_stats.json``.
+
+Local (Beam's Python FnApiRunner; the real sample dump, small thresholds):
+
+    wit queries --wiki '../shared/data/wiki/xml/*.bz2' --out out/queries \\
+        --min-count 20 --bigram-min-count 5 --bigram-budget 2000 --target-size 50000
+
+    python -m query_list.build --wiki dump.xml.bz2 --pageviews 'pageviews-*.gz' --out out/q \\
+        --direct_num_workers 2 --direct_running_mode multi_processing
+
+Dataflow (the full English dump, split on its multistream index):
+
+    python -m query_list.build \\
+        --wiki 'gs://BUCKET/enwiki/enwiki-*-pages-articles-multistream*.xml*.bz2' \\
+        --pageviews 'gs://BUCKET/pageviews/2024/2024-*/pageviews-*.gz' --out gs://BUCKET/queries \\
+        --runner DataflowRunner --project PROJECT --region us-central1 \\
+        --temp_location gs://BUCKET/tmp --setup_file ./setup.py \\
+        --machine_type n2-standard-4 --max_num_workers 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from query_list import assemble, pageviews, sources, wikitext
+from query_list.assemble import Entry
+from query_list.tokens import is_word, normalize, segments, tokenize
+from query_list.wordnet import find_wordnet_dir, iter_head_lemmas
+from wit.beam import TolerantParser, make_pipeline, pipeline_options, split_args
+
+log = logging.getLogger(__name__)
+
+FLUSH_KEYS = 1_000_000  # a bundle's local counters are emitted early past this many keys
+
+
+@dataclass
+class QueryListConfig:
+    wiki: list[str]
+    out: str
+    pageviews: list[str] = field(default_factory=list)
+    wordnet: str | None = None  # None: search the usual places (wit doctor shows which)
+    use_wordnet: bool = True
+    min_count: int = 100
+    bigram_min_count: int = 100
+    bigram_budget: int = 100_000
+    title_min_views: int = 70
+    target_size: int = 500_000
+    skip_bad_input: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.wiki:
+            raise ValueError("at least one --wiki input is required")
+        for name in ("min_count", "bigram_min_count", "title_min_views"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.bigram_budget < 0 or self.target_size < 1:
+            raise ValueError("--bigram-budget must be >= 0 and --target-size >= 1")
+
+    def thresholds(self) -> dict:
+        return {"min_count": self.min_count, "bigram_min_count": self.bigram_min_count,
+                "bigram_budget": self.bigram_budget, "title_min_views": self.title_min_views,
+                "target_size": self.target_size}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--wiki", action="append", default=None, metavar="PATH_OR_GLOB",
+                        help="MediaWiki XML dump (plain, .bz2, multistream) or WikiExtractor output; repeatable")
+    parser.add_argument("--pageviews", action="append", default=None, metavar="GLOB",
+                        help="Wikimedia hourly page-view files; repeatable")
+    parser.add_argument("--wordnet", default=None, metavar="DIR", help="WordNet 3.0 database folder")
+    parser.add_argument("--no-wordnet", dest="use_wordnet", action="store_false", default=True,
+                        help="leave WordNet out (the report says so)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="output folder (local or gs://)")
+    parser.add_argument("--min-count", type=int, default=100, help="unigram minimum count")
+    parser.add_argument("--bigram-min-count", type=int, default=100, help="bigram minimum count before PMI ranking")
+    parser.add_argument("--bigram-budget", type=int, default=100_000, help="at most this many bigrams, by PMI")
+    parser.add_argument("--title-min-views", type=int, default=70, help="minimum summed views of a title")
+    parser.add_argument("--target-size", type=int, default=500_000, help="cap on the list size")
+    parser.add_argument("--skip-bad-input", action="store_true",
+                        help="record unreadable files/pages in the stats instead of failing")
+
+
+class QueryListOptions(PipelineOptions):
+    """The job's flags as Beam options (for templates and ``options.view_as``)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        add_arguments(TolerantParser(parser))
+
+
+def config_from_args(args: argparse.Namespace) -> QueryListConfig:
+    return QueryListConfig(
+        wiki=args.wiki or [], out=args.out, pageviews=args.pageviews or [], wordnet=args.wordnet,
+        use_wordnet=args.use_wordnet, min_count=args.min_count, bigram_min_count=args.bigram_min_count,
+        bigram_budget=args.bigram_budget, title_min_views=args.title_min_views, target_size=args.target_size,
+        skip_bad_input=args.skip_bad_input)
+
+
+# -- DoFns (thin wrappers around the pure functions) -------------------------------------------
+class ReadPagesFn(beam.DoFn):
+    """Work item -> prose of each article; skipped pages and bad inputs go to ``stats``/``bad``."""
+
+    def __init__(self, skip_bad: bool) -> None:
+        self.skip_bad = skip_bad
+
+    def process(self, item: sources.WorkItem):
+        for record in sources.read(item, skip_bad=self.skip_bad):
+            if isinstance(record, sources.BadInput):
+                yield beam.pvalue.TaggedOutput("stats", ("bad_inputs", 1))
+                yield beam.pvalue.TaggedOutput("bad", {"path": record.path, "offset": record.offset,
+                                                       "reason": record.reason})
+                continue
+            yield beam.pvalue.TaggedOutput("stats", ("pages_seen", 1))
+            reason = wikitext.skip_reason(record)
+            if reason is not None:
+                yield beam.pvalue.TaggedOutput("stats", (f"pages_skipped_{reason}", 1))
+                continue
+            text = record.text if record.plain else wikitext.wikitext_to_prose(record.text)
+            yield beam.pvalue.TaggedOutput("stats", ("documents_read", 1))
+            yield text
+
+
+def count_ngrams(texts: Iterable[str], unigrams: Counter, bigrams: Counter) -> int:
+    """Add the word unigrams and in-segment bigrams of ``texts``; return the tokens counted."""
+    tokens = 0
+    for text in texts:
+        for run in segments(text):
+            tokens += len(run)
+            unigrams.update(run)
+            if len(run) > 1:
+                bigrams.update(zip(run, run[1:]))
+    return tokens
+
+
+class CountNgramsFn(beam.DoFn):
+    """Counts a whole bundle in local Counters and emits each key once (combiner lifting by
+    hand): per element, Beam would otherwise pay its overhead for every token."""
+
+    def start_bundle(self) -> None:
+        self.unigrams: Counter = Counter()
+        self.bigrams: Counter = Counter()
+        self.tokens = 0
+
+    def _drain(self):
+        for token, count in self.unigrams.items():
+            yield (token,), count
+        for pair, count in self.bigrams.items():
+            yield pair, count
+        yield ("\x00tokens",), self.tokens  # summed with the rest, split out afterwards
+        self.unigrams, self.bigrams, self.tokens = Counter(), Counter(), 0
+
+    def process(self, text: str):
+        self.tokens += count_ngrams((text,), self.unigrams, self.bigrams)
+        if len(self.unigrams) + len(self.bigrams) > FLUSH_KEYS:
+            yield from self._drain()
+
+    def finish_bundle(self):
+        for key, count in self._drain():
+            yield WindowedValue((key, count), MIN_TIMESTAMP, [GlobalWindow()])
+
+
+def read_pageview_file(path: str):
+    """(title, views) for each usable line; ``("\\x00stat", reason)`` markers for the others."""
+    import fsspec
+
+    with fsspec.open(path, "rb", compression="infer") as handle:
+        for raw in handle:
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                yield beam.pvalue.TaggedOutput("stats", ("pageview_lines_malformed", 1))
+                continue
+            status, parsed = pageviews.parse_line(line)
+            yield beam.pvalue.TaggedOutput("stats", (f"pageview_lines_{status}", 1))
+            if parsed is not None:
+                yield parsed
+
+
+def pmi(count: int, left: int, right: int, total: int) -> float:
+    """Pointwise mutual information of a bigram, natural log: log(c12 * N / (c1 * c2))."""
+    return math.log(count * total / (left * right))
+
+
+def join_left(element):
+    """(w1, {bigrams: [(w1, w2, c)], unigrams: [c1]}) -> (w2, (w1, w2, c, c1))."""
+    _, grouped = element
+    counts = grouped["unigrams"]
+    for w1, w2, count in grouped["bigrams"]:
+        if counts:
+            yield w2, (w1, w2, count, counts[0])
+
+
+def join_right(element, total: int):
+    _, grouped = element
+    counts = grouped["unigrams"]
+    for w1, w2, count, left in grouped["bigrams"]:
+        if counts:
+            yield f"{w1} {w2}", count, pmi(count, left, counts[0], total)
+
+
+def best_title(element):
+    """Several titles can share a normalised key; views add up, the most viewed spelling wins."""
+    key, titles = element
+    titles = sorted(titles, key=lambda tv: (-tv[1], tv[0]))
+    return key, ("title", titles[0][0], sum(views for _, views in titles))
+
+
+def make_entry(element) -> Entry | None:
+    key, grouped = element
+    candidates = grouped["candidates"]
+    if not candidates:
+        return None
+    entry = Entry(key=key, entry="")
+    surfaces = []
+    for candidate in candidates:
+        kind = candidate[0]
+        if kind not in entry.sources:
+            entry.sources.append(kind)
+        surfaces.append((assemble.PART_ORDER.index(kind), candidate[1]))
+        if kind == "bigram":
+            entry.pmi = candidate[3]
+        elif kind == "title":
+            entry.title_views = candidate[2]
+    entry.sources.sort(key=assemble.PART_ORDER.index)
+    entry.entry = min(surfaces)[1]
+    if grouped["unigrams"]:
+        entry.unigram_count = grouped["unigrams"][0]
+    if grouped["bigrams"]:
+        entry.bigram_count = grouped["bigrams"][0]
+    return entry
+
+
+def finish(entries: list[Entry], stats: dict, bad: list[dict], config: QueryListConfig, wordnet_info: dict) -> dict:
+    kept, summary = assemble.order_and_cap(entries, config.target_size)
+    counters = dict(sorted(stats.items()))
+    report = {
+        "inputs": {"wiki": config.wiki, "pageviews": config.pageviews, **wordnet_info},
+        "documents_read": counters.pop("documents_read", 0),
+        "tokens_read": counters.pop("tokens", 0),
+        "pages_seen": counters.pop("pages_seen", 0),
+        "pages_skipped": {k.removeprefix("pages_skipped_"): counters.pop(k) for k in list(counters)
+                          if k.startswith("pages_skipped_")},
+        "pageview_lines": {k.removeprefix("pageview_lines_"): counters.pop(k) for k in list(counters)
+                           if k.startswith("pageview_lines_")},
+        "bad_inputs": sorted(bad, key=lambda b: (b["path"], b["offset"])),
+        "bigrams_scored": counters.pop("bigrams_scored", 0),
+        "titles_over_threshold": counters.pop("titles_over_threshold", 0),
+        "thresholds": config.thresholds(),
+        **summary,
+        "other_counters": counters,
+    }
+    if not summary["filled"]:
+        log.warning("the sources gave %d entries, short of --target-size %d by %d",
+                    summary["size"], config.target_size, summary["shortfall"])
+    assemble.write_outputs(config.out, kept, report)
+    return report
+
+
+def load_wordnet(config: QueryListConfig) -> tuple[list[str], dict]:
+    if not config.use_wordnet:
+        return [], {"wordnet": None}
+    folder = find_wordnet_dir(config.wordnet)
+    lemmas = sorted(set(iter_head_lemmas(folder)))
+    return lemmas, {"wordnet": str(folder)}
+
+
+def build_pipeline(pipeline, config: QueryListConfig) -> None:
+    wiki_paths = sources.expand(config.wiki)
+    view_paths = sources.expand(config.pageviews) if config.pageviews else []
+    lemmas, wordnet_info = load_wordnet(config)
+
+    pages = (pipeline
+             | "ListWikiFiles" >> beam.Create(wiki_paths)
+             | "PlanWork" >> beam.FlatMap(sources.plan)
+             | "SpreadWork" >> beam.Reshuffle()
+             | "ReadPages" >> beam.ParDo(ReadPagesFn(config.skip_bad_input)).with_outputs("stats", "bad", main="texts"))
+    totals = (pages.texts
+              | "CountNgrams" >> beam.ParDo(CountNgramsFn())
+              | "SumCounts" >> beam.CombinePerKey(sum))
+    token_total = (totals
+                   | "TokenTotal" >> beam.Filter(lambda kv: kv[0] == ("\x00tokens",))
+                   | "TokenStat" >> beam.Map(lambda kv: ("tokens", kv[1])))
+    unigrams = (totals
+                | "Unigrams" >> beam.Filter(lambda kv: len(kv[0]) == 1 and kv[0][0] != "\x00tokens")
+                | "UnigramKey" >> beam.Map(lambda kv: (kv[0][0], kv[1])))
+    frequent_bigrams = (totals
+                        | "FrequentBigrams" >> beam.Filter(lambda kv, m: len(kv[0]) == 2 and kv[1] >= m,
+                                                           config.bigram_min_count))
+    total = beam.pvalue.AsSingleton(token_total | "TotalValue" >> beam.Map(lambda kv: kv[1]), default_value=0)
+
+    # PMI needs both words' counts: two joins on the word (no side-input dictionary of the vocabulary).
+    bigram_words = (unigrams | "BigramWordCounts" >> beam.Filter(lambda kv, m: kv[1] >= m, config.bigram_min_count))
+    by_left = frequent_bigrams | "KeyByLeft" >> beam.Map(lambda kv: (kv[0][0], (kv[0][0], kv[0][1], kv[1])))
+    by_right = ({"bigrams": by_left, "unigrams": bigram_words}
+                | "JoinLeft" >> beam.CoGroupByKey() | "AttachLeft" >> beam.FlatMap(join_left))
+    scored = ({"bigrams": by_right, "unigrams": bigram_words}
+              | "JoinRight" >> beam.CoGroupByKey() | "AttachRight" >> beam.FlatMap(join_right, total))
+    top_bigrams = (scored
+                   | "TopByPmi" >> beam.combiners.Top.Of(config.bigram_budget, key=lambda b: (b[2], b[1], b[0]))
+                   | "FlattenTop" >> beam.FlatMap(lambda top: top))
+
+    view_stats = []
+    titles = pipeline | "NoTitles" >> beam.Create([])
+    if view_paths:
+        views = (pipeline
+                 | "ListPageviewFiles" >> beam.Create(view_paths)
+                 | "SpreadPageviewFiles" >> beam.Reshuffle()
+                 | "ReadPageviews" >> beam.FlatMap(read_pageview_file).with_outputs("stats", main="views"))
+        view_stats.append(views.stats)
+        titles = (views.views
+                  | "SumViews" >> beam.CombinePerKey(sum)
+                  | "PopularTitles" >> beam.Filter(lambda tv, m: tv[1] >= m and any(is_word(t) for t in tokenize(tv[0])),
+                                                   config.title_min_views)
+                  | "KeyTitle" >> beam.Map(lambda tv: (normalize(tv[0]), tv))
+                  | "GroupTitle" >> beam.GroupByKey()
+                  | "BestTitle" >> beam.Map(best_title))
+
+    candidates = (
+        (pipeline | "WordNetLemmas" >> beam.Create(lemmas)
+         | "KeyLemma" >> beam.Map(lambda lemma: (normalize(lemma), ("wordnet", lemma)))
+         | "DropEmptyLemma" >> beam.Filter(lambda kv: kv[0] != "")),
+        (unigrams | "FrequentUnigrams" >> beam.Filter(lambda kv, m: kv[1] >= m, config.min_count)
+         | "UnigramCandidate" >> beam.Map(lambda kv: (kv[0], ("unigram", kv[0], kv[1])))),
+        (top_bigrams | "BigramCandidate" >> beam.Map(lambda b: (b[0], ("bigram", b[0], b[1], b[2])))),
+        titles,
+    ) | "AllCandidates" >> beam.Flatten()
+    bigram_counts = frequent_bigrams | "BigramCountKey" >> beam.Map(lambda kv: (" ".join(kv[0]), kv[1]))
+    entries = ({"candidates": candidates, "unigrams": unigrams, "bigrams": bigram_counts}
+               | "JoinParts" >> beam.CoGroupByKey()
+               | "MakeEntries" >> beam.Map(make_entry)
+               | "DropNonCandidates" >> beam.Filter(lambda e: e is not None))
+
+    counts_of = [
+        (scored | "CountScored" >> beam.combiners.Count.Globally()
+         | "ScoredStat" >> beam.Map(lambda n: ("bigrams_scored", n))),
+        (titles | "CountTitles" >> beam.combiners.Count.Globally()
+         | "TitlesStat" >> beam.Map(lambda n: ("titles_over_threshold", n))),
+    ]
+    stats = ((pages.stats, token_total, *view_stats, *counts_of)
+             | "AllStats" >> beam.Flatten() | "SumStats" >> beam.CombinePerKey(sum))
+    bad = pages.bad | "CollectBad" >> beam.combiners.ToList()
+    (entries
+     | "CollectEntries" >> beam.combiners.ToList()
+     | "Write" >> beam.Map(finish, beam.pvalue.AsDict(stats), beam.pvalue.AsSingleton(bad), config, wordnet_info))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wit queries", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args, beam_args = split_args(parser, argv)
+    if not args.wiki or not args.out:
+        parser.error("--wiki and --out are required")
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    options = pipeline_options(beam_args)
+    pipeline = make_pipeline(options)
+    build_pipeline(pipeline, config)
+    log.info("building the query list from %d wiki pattern(s) into %s", len(config.wiki), config.out)
+    result = pipeline.run()
+    result.wait_until_finish()
+    log.info("wrote %s/metadata.json", config.out.rstrip("/"))
+    return 0
+
+
+if __name__ == "__main__":
+    from wit.logs import setup_logging
+
+    setup_logging()
+    sys.exit(run())

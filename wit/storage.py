@@ -1,0 +1,40 @@
+"""Writing outputs to any fsspec path (local or ``gs://``) without leaving partial files.
+
+Beam runners retry failed bundles (Dataflow up to 4 times), so every file a job writes goes to
+a deterministic temporary name beside its target and is renamed into place: a retry rewrites
+the same bytes, and a reader never sees half a file. Object stores (``gs://``, ``s3://``) need
+no rename: an object becomes visible only when its upload completes, whole (and gcsfs's rename
+is a copy plus a delete, or a 30 s retry loop on servers without the move API).
+"""
+
+from __future__ import annotations
+
+import fsspec
+
+
+def join(base: str, *names: str) -> str:
+    return "/".join([base.rstrip("/")] + [name.strip("/") for name in names])
+
+
+def is_object_store(fs) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return any(p in ("gs", "gcs", "s3", "s3a", "az", "abfs", "memory") for p in protocols)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    fs, target = fsspec.core.url_to_fs(path)
+    if is_object_store(fs):
+        with fs.open(target, "wb") as handle:
+            handle.write(data)
+        return
+    parent = target.rsplit("/", 1)[0] if "/" in target else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    temporary = f"{parent}/.{target.rsplit('/', 1)[-1]}.tmp" if parent else f".{target}.tmp"
+    with fs.open(temporary, "wb") as handle:
+        handle.write(data)
+    fs.mv(temporary, target)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
