@@ -30,6 +30,7 @@ import argparse
 import logging
 import math
 import sys
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -64,6 +65,7 @@ class QueryListConfig:
     title_min_views: int = 70
     target_size: int = 500_000
     skip_bad_input: bool = False
+    count_shards: int = 256  # hash shards of the counters (parallelism of the merge)
 
     def __post_init__(self) -> None:
         if not self.wiki:
@@ -150,9 +152,22 @@ def count_ngrams(texts: Iterable[str], unigrams: Counter, bigrams: Counter) -> i
     return tokens
 
 
+TOKENS_KEY = "\x00tokens"  # the running token total travels with the counts
+
+
+def shard_of(key: str, shards: int) -> int:
+    """A stable shard for a key (Python's own str hash differs between processes)."""
+    return zlib.crc32(key.encode("utf-8")) % shards
+
+
 class CountNgramsFn(beam.DoFn):
-    """Counts a whole bundle in local Counters and emits each key once (combiner lifting by
-    hand): per element, Beam would otherwise pay its overhead for every token."""
+    """Counts a whole bundle in local Counters and emits them as a few large dictionaries,
+    one per hash shard of the keys. Beam's cost is per element: one element per distinct token
+    would cost more than the counting itself; one per shard costs nothing. Keys are strings:
+    a unigram is a token, a bigram is its two tokens joined by a space (tokens hold none)."""
+
+    def __init__(self, shards: int = 256) -> None:
+        self.shards = shards
 
     def start_bundle(self) -> None:
         self.unigrams: Counter = Counter()
@@ -160,12 +175,15 @@ class CountNgramsFn(beam.DoFn):
         self.tokens = 0
 
     def _drain(self):
+        buckets: list[dict] = [{} for _ in range(self.shards)]
         for token, count in self.unigrams.items():
-            yield (token,), count
-        for pair, count in self.bigrams.items():
-            yield pair, count
-        yield ("\x00tokens",), self.tokens  # summed with the rest, split out afterwards
+            buckets[shard_of(token, self.shards)][token] = count
+        for (left, right), count in self.bigrams.items():
+            key = f"{left} {right}"
+            buckets[shard_of(key, self.shards)][key] = count
+        buckets[0][TOKENS_KEY] = buckets[0].get(TOKENS_KEY, 0) + self.tokens
         self.unigrams, self.bigrams, self.tokens = Counter(), Counter(), 0
+        return [(shard, bucket) for shard, bucket in enumerate(buckets) if bucket]
 
     def process(self, text: str):
         self.tokens += count_ngrams((text,), self.unigrams, self.bigrams)
@@ -173,8 +191,40 @@ class CountNgramsFn(beam.DoFn):
             yield from self._drain()
 
     def finish_bundle(self):
-        for key, count in self._drain():
-            yield WindowedValue((key, count), MIN_TIMESTAMP, [GlobalWindow()])
+        for element in self._drain():
+            yield WindowedValue(element, MIN_TIMESTAMP, [GlobalWindow()])
+
+
+class MergeCountsFn(beam.CombineFn):
+    """Sums count dictionaries (the accumulator is one dict per shard)."""
+
+    def create_accumulator(self) -> dict:
+        return {}
+
+    def add_input(self, accumulator: dict, counts: dict) -> dict:
+        get = accumulator.get
+        for key, count in counts.items():
+            accumulator[key] = get(key, 0) + count
+        return accumulator
+
+    def merge_accumulators(self, accumulators) -> dict:
+        accumulators = iter(accumulators)
+        merged = next(accumulators)
+        for other in accumulators:
+            self.add_input(merged, other)
+        return merged
+
+    def extract_output(self, accumulator: dict) -> dict:
+        return accumulator
+
+
+def expand_counts(shard_counts, bigram_min_count: int):
+    """(shard, counts) -> (key, count) for every unigram, and for bigrams over the threshold:
+    rarer bigrams can neither enter the list nor annotate an entry, so they stop here."""
+    _, counts = shard_counts
+    for key, count in counts.items():
+        if " " not in key or count >= bigram_min_count:
+            yield key, count
 
 
 def read_pageview_file(path: str):
@@ -192,6 +242,22 @@ def read_pageview_file(path: str):
             yield beam.pvalue.TaggedOutput("stats", (f"pageview_lines_{status}", 1))
             if parsed is not None:
                 yield parsed
+
+
+class CountStage(beam.PTransform):
+    """Prose -> (key, count): every unigram, bigrams with at least ``bigram_min_count``, and
+    the token total under :data:`TOKENS_KEY`."""
+
+    def __init__(self, shards: int, bigram_min_count: int) -> None:
+        super().__init__()
+        self.shards = shards
+        self.bigram_min_count = bigram_min_count
+
+    def expand(self, texts):
+        return (texts
+                | "CountBundles" >> beam.ParDo(CountNgramsFn(self.shards))
+                | "MergeShards" >> beam.CombinePerKey(MergeCountsFn())
+                | "ExpandCounts" >> beam.FlatMap(expand_counts, self.bigram_min_count))
 
 
 def pmi(count: int, left: int, right: int, total: int) -> float:
@@ -292,18 +358,13 @@ def build_pipeline(pipeline, config: QueryListConfig) -> None:
              | "PlanWork" >> beam.FlatMap(sources.plan)
              | "SpreadWork" >> beam.Reshuffle()
              | "ReadPages" >> beam.ParDo(ReadPagesFn(config.skip_bad_input)).with_outputs("stats", "bad", main="texts"))
-    totals = (pages.texts
-              | "CountNgrams" >> beam.ParDo(CountNgramsFn())
-              | "SumCounts" >> beam.CombinePerKey(sum))
+    totals = pages.texts | "CountNgrams" >> CountStage(config.count_shards, config.bigram_min_count)
     token_total = (totals
-                   | "TokenTotal" >> beam.Filter(lambda kv: kv[0] == ("\x00tokens",))
+                   | "TokenTotal" >> beam.Filter(lambda kv: kv[0] == TOKENS_KEY)
                    | "TokenStat" >> beam.Map(lambda kv: ("tokens", kv[1])))
-    unigrams = (totals
-                | "Unigrams" >> beam.Filter(lambda kv: len(kv[0]) == 1 and kv[0][0] != "\x00tokens")
-                | "UnigramKey" >> beam.Map(lambda kv: (kv[0][0], kv[1])))
-    frequent_bigrams = (totals
-                        | "FrequentBigrams" >> beam.Filter(lambda kv, m: len(kv[0]) == 2 and kv[1] >= m,
-                                                           config.bigram_min_count))
+    unigrams = totals | "Unigrams" >> beam.Filter(lambda kv: " " not in kv[0] and kv[0] != TOKENS_KEY)
+    bigram_counts = totals | "BigramCounts" >> beam.Filter(lambda kv: " " in kv[0])
+    frequent_bigrams = bigram_counts | "SplitBigrams" >> beam.Map(lambda kv: (tuple(kv[0].split(" ")), kv[1]))
     total = beam.pvalue.AsSingleton(token_total | "TotalValue" >> beam.Map(lambda kv: kv[1]), default_value=0)
 
     # PMI needs both words' counts: two joins on the word (no side-input dictionary of the vocabulary).
@@ -342,7 +403,6 @@ def build_pipeline(pipeline, config: QueryListConfig) -> None:
         (top_bigrams | "BigramCandidate" >> beam.Map(lambda b: (b[0], ("bigram", b[0], b[1], b[2])))),
         titles,
     ) | "AllCandidates" >> beam.Flatten()
-    bigram_counts = frequent_bigrams | "BigramCountKey" >> beam.Map(lambda kv: (" ".join(kv[0]), kv[1]))
     entries = ({"candidates": candidates, "unigrams": unigrams, "bigrams": bigram_counts}
                | "JoinParts" >> beam.CoGroupByKey()
                | "MakeEntries" >> beam.Map(make_entry)
