@@ -2,6 +2,7 @@
 
     wit --help | --version
     wit queries --wiki DUMP --out DIR   build the query list (query_list.build)
+    wit curate --pool GLOB --queries metadata.json --out DIR   match and balance (pipeline.curate)
     wit doctor                      check this machine and print fixes
 
 Each stage adds its subcommand here as it lands. Stage subcommands that are Beam jobs hand
@@ -36,6 +37,8 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "queries": Command("build the query list from a Wikipedia dump, page views and WordNet (Beam job)",
                        "query_list.build", arguments=None, entry="run", passthrough=True),
+    "curate": Command("extract, clean, match and balance candidate pairs (Beam job)",
+                      "pipeline.curate", arguments=None, entry="run", passthrough=True),
     "doctor": Command("check versions, the local Beam runner, WordNet, GCS access and disk; print fixes", "wit.doctor"),
 }
 

@@ -1,0 +1,347 @@
+"""Curate candidate (image url, alt-text) pairs: extract, clean, merge, match, count, balance.
+
+Outputs under ``--out``: ``urls/part-NNNNN.parquet`` (``url``, ``caption``, ``uid``,
+``entry_ids``, ``keep_prob``, ``source``, ``page_url``: img2dataset reads them as they are),
+``entry_counts.parquet`` (entry_id, entry, matched, kept), ``rejects/part-NNNNN.parquet`` (every
+dropped row with its reason), ``curation_report.json`` and ``balance.png``. See
+``docs/curation.md``.
+
+Local (Beam's Python FnApiRunner):
+
+    wit curate --pool '../shared/data/captions/cc3m/*.tsv' --queries out/queries/metadata.json \\
+        --out out/curated --max-per-query 200
+    python -m pipeline.curate --pool 'pool/*.parquet' --url-col URL --caption-col TEXT \\
+        --queries out/queries/metadata.json --out out/curated --direct_num_workers 2
+
+Dataflow (Common Crawl WAT files):
+
+    python -m pipeline.curate --pool 'gs://BUCKET/cc/CC-MAIN-2024-22/wat/*.wat.gz' \\
+        --queries gs://BUCKET/queries/metadata.json --out gs://BUCKET/curated \\
+        --runner DataflowRunner --project PROJECT --region us-central1 \\
+        --temp_location gs://BUCKET/tmp --setup_file ./setup.py \\
+        --machine_type n2-standard-4 --max_num_workers 200
+
+Re-balance after the crawl (failed downloads and dedup removals leave entries under ``t``):
+
+    wit curate --rebalance --pool 'out/shards/*.parquet' --queries out/queries/metadata.json \\
+        --out out/rebalanced --max-per-query 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline import balance, candidates, report
+from pipeline.clean import CleanConfig, clean_caption, clean_url, uid_of
+from pipeline.match import Matcher, load_entries
+from query_list.sources import expand
+from wit.beam import TolerantParser, make_pipeline, pipeline_options, split_args
+from wit.storage import join, write_bytes_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CurateConfig:
+    pool: list[str]
+    queries: str
+    out: str
+    reader: candidates.ReaderConfig = field(default_factory=candidates.ReaderConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    max_per_query: int = 20_000
+    oversample: float = 1.0
+    seed: int = 0
+    url_shards: int = 16
+    rebalance: bool = False
+
+    @property
+    def target(self) -> float:
+        return self.max_per_query * self.oversample
+
+    def __post_init__(self) -> None:
+        if self.max_per_query < 1 or self.oversample < 1.0 or self.url_shards < 1:
+            raise ValueError("--max-per-query and --url-shards must be >= 1, --oversample >= 1.0")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--pool", action="append", default=None, metavar="GLOB", help="candidate inputs; repeatable")
+    parser.add_argument("--pool-format", default="auto", choices=("auto",) + candidates.FORMATS)
+    parser.add_argument("--url-col", default="url")
+    parser.add_argument("--caption-col", default="caption")
+    parser.add_argument("--queries", default=None, metavar="PATH", help="metadata.json from `wit queries`")
+    parser.add_argument("--out", default=None, metavar="DIR", help="output folder (local or gs://)")
+    parser.add_argument("--max-per-query", type=int, default=20_000, help="t: pairs kept per entry (in expectation)")
+    parser.add_argument("--oversample", type=float, default=1.0, help="keep t x this, for a re-balance after the crawl")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--english-only", action="store_true", help="drop captions py3langid does not call English")
+    parser.add_argument("--max-caption-chars", type=int, default=1000)
+    parser.add_argument("--url-shards", type=int, default=16, help="number of urls/part-*.parquet files")
+    parser.add_argument("--rebalance", action="store_true",
+                        help="--pool is crawl/curation parquet with entry_ids: re-count and re-balance only")
+
+
+class CurateOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        add_arguments(TolerantParser(parser))
+
+
+def config_from_args(args: argparse.Namespace) -> CurateConfig:
+    return CurateConfig(
+        pool=args.pool or [], queries=args.queries, out=args.out,
+        reader=candidates.ReaderConfig(args.pool_format, args.url_col, args.caption_col),
+        clean=CleanConfig(max_caption_chars=args.max_caption_chars, english_only=args.english_only),
+        max_per_query=args.max_per_query, oversample=args.oversample, seed=args.seed, url_shards=args.url_shards,
+        rebalance=args.rebalance)
+
+
+def stat(name: str, count: int = 1):
+    return beam.pvalue.TaggedOutput("stats", (name, count))
+
+
+# -- DoFns ---------------------------------------------------------------------------------------
+class ReadCleanFn(beam.DoFn):
+    """File -> cleaned pairs; bad records and cleaning drops go to ``rejects`` with a reason."""
+
+    def __init__(self, reader: candidates.ReaderConfig, clean: CleanConfig) -> None:
+        self.reader, self.clean = reader, clean
+
+    def process(self, path: str):
+        for raw in candidates.read(path, self.reader):
+            if isinstance(raw, candidates.Bad):
+                yield stat("bad_input")
+                yield beam.pvalue.TaggedOutput("rejects", {"reason": raw.reason, "source": raw.source, "url": None,
+                                                           "caption": None, "detail": raw.detail})
+                continue
+            yield stat("candidates_read")
+            url, reason = clean_url(raw.url)
+            caption = None
+            if reason is None:
+                caption, reason = clean_caption(raw.caption, self.clean)
+            if reason is not None:
+                yield stat(f"dropped_{reason}")
+                yield beam.pvalue.TaggedOutput("rejects", {
+                    "reason": reason, "source": raw.source, "url": raw.url if isinstance(raw.url, str) else None,
+                    "caption": raw.caption if isinstance(raw.caption, str) else None, "detail": ""})
+                continue
+            yield (uid_of(url), caption), {"url": url, "source": raw.source, "page_url": raw.page_url}
+
+
+class FirstOccurrence(beam.CombineFn):
+    """Merge exact (url, caption) duplicates: keep the record with the smallest source, count the rest."""
+
+    def create_accumulator(self):
+        return (0, None)
+
+    def add_input(self, accumulator, record):
+        count, best = accumulator
+        if best is None or (record["source"], record["page_url"] or "") < (best["source"], best["page_url"] or ""):
+            best = record
+        return count + 1, best
+
+    def merge_accumulators(self, accumulators):
+        count, best = 0, None
+        for other_count, other in accumulators:
+            count += other_count
+            if other is not None:
+                _, best = self.add_input((0, best), other)
+        return count, best
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def to_pair(element):
+    (uid, caption), (count, record) = element
+    if count > 1:
+        yield stat("duplicates_merged", count - 1)
+    yield stat("pairs_unique")
+    yield {"uid": uid, "url": record["url"], "caption": caption, "source": record["source"],
+           "page_url": record["page_url"]}
+
+
+class MatchFn(beam.DoFn):
+    """Pair -> pair with ``entry_ids``; the automaton is built once per worker in setup()."""
+
+    def __init__(self, queries: str) -> None:
+        self.queries = queries
+        self.matcher: Matcher | None = None
+
+    def setup(self) -> None:
+        self.matcher = Matcher(load_entries(self.queries))
+
+    def process(self, pair: dict):
+        entry_ids = self.matcher.match(pair["caption"])
+        if not entry_ids:
+            yield stat("pairs_unmatched")
+            return
+        yield stat("pairs_matched")
+        yield {**pair, "entry_ids": entry_ids}
+
+
+def read_matched(path: str):
+    """Re-balance input: parquet rows that already carry entry_ids (crawl status rows too)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    with fsspec.open(path, "rb") as handle:
+        table = pq.read_table(handle)
+    names = table.column_names
+    for missing in ("uid", "url", "caption", "entry_ids"):
+        if missing not in names:
+            raise ValueError(f"{path}: --rebalance needs the column {missing!r} (has {names})")
+    for row in table.to_pylist():
+        if "status" in names and row["status"] != "success":
+            yield stat("dropped_not_success")
+            continue
+        yield stat("candidates_read")
+        yield stat("pairs_unique")
+        yield stat("pairs_matched")
+        yield {"uid": row["uid"], "url": row["url"], "caption": row["caption"], "source": row.get("source") or path,
+               "page_url": row.get("page_url"), "entry_ids": sorted(int(e) for e in row["entry_ids"])}
+
+
+def decide_pair(pair: dict, counts: dict, target: float, seed: int):
+    kept, probability = balance.decide(pair["uid"], pair["entry_ids"], counts, target, seed)
+    if kept:
+        yield stat("pairs_kept")
+        yield {**pair, "keep_prob": probability}
+
+
+def shard_key(uid: str, shards: int) -> int:
+    return zlib.crc32(uid.encode()) % shards
+
+
+
+def write_url_shard(element, out: str, shards: int) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shard, rows = element
+    rows = sorted(rows, key=lambda r: r["uid"])
+    schema = pa.schema([("url", pa.string()), ("caption", pa.string()), ("uid", pa.string()),
+                        ("entry_ids", pa.list_(pa.int32())), ("keep_prob", pa.float64()), ("source", pa.string()),
+                        ("page_url", pa.string())])
+    table = pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    path = join(out, "urls", f"part-{shard:05d}-of-{shards:05d}.parquet")
+    write_bytes_atomic(path, buffer.getvalue())
+    return path
+
+
+def write_rejects(element, out: str, shards: int) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shard, rows = element
+    rows = sorted(rows, key=lambda r: (r["reason"], r["source"], r["url"] or "", r["caption"] or ""))
+    schema = pa.schema([(name, pa.string()) for name in ("reason", "source", "url", "caption", "detail")])
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buffer, compression="zstd")
+    path = join(out, "rejects", f"part-{shard:05d}-of-{shards:05d}.parquet")
+    write_bytes_atomic(path, buffer.getvalue())
+    return path
+
+
+def finish(_, stats: dict, matched: dict, kept: dict, config: CurateConfig) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    entries = load_entries(config.queries)
+    table = pa.table({
+        "entry_id": pa.array(range(len(entries)), pa.int32()),
+        "entry": entries,
+        "matched": pa.array([matched.get(i, 0) for i in range(len(entries))], pa.int64()),
+        "kept": pa.array([kept.get(i, 0) for i in range(len(entries))], pa.int64()),
+    })
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    write_bytes_atomic(join(config.out, "entry_counts.parquet"), buffer.getvalue())
+    summary_config = {**asdict(config), "target": config.target}
+    figures = report.summarize(stats, matched, kept, entries, config.max_per_query, summary_config)
+    report.write_report(config.out, figures, report.balance_plot(matched, kept, config.max_per_query))
+    return figures
+
+
+def build_pipeline(pipeline, config: CurateConfig) -> None:
+    load_entries(config.queries)  # a bad query list fails here, before any work starts
+    files = expand(config.pool)
+    listed = pipeline | "ListPool" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
+    stats_parts = []
+    if config.rebalance:
+        read = listed | "ReadMatched" >> beam.FlatMap(read_matched).with_outputs("stats", main="pairs")
+        matched = read.pairs
+        stats_parts.append(read.stats)
+        rejects = pipeline | "NoRejects" >> beam.Create([])
+    else:
+        read = listed | "ReadClean" >> beam.ParDo(ReadCleanFn(config.reader, config.clean)).with_outputs(
+            "stats", "rejects", main="pairs")
+        merged = (read.pairs
+                  | "MergeDuplicates" >> beam.CombinePerKey(FirstOccurrence())
+                  | "ToPairs" >> beam.FlatMap(to_pair).with_outputs("stats", main="pairs"))
+        matching = (merged.pairs
+                    | "SpreadPairs" >> beam.Reshuffle()
+                    | "Match" >> beam.ParDo(MatchFn(config.queries)).with_outputs("stats", main="pairs"))
+        matched = matching.pairs
+        stats_parts += [read.stats, merged.stats, matching.stats]
+        rejects = read.rejects
+
+    matched_counts = (matched
+                      | "MatchedEntries" >> beam.FlatMap(lambda pair: pair["entry_ids"])
+                      | "CountMatched" >> beam.combiners.Count.PerElement())
+    decided = matched | "Balance" >> beam.FlatMap(
+        decide_pair, beam.pvalue.AsDict(matched_counts), config.target, config.seed).with_outputs("stats", main="kept")
+    stats_parts.append(decided.stats)
+    kept_counts = (decided.kept
+                   | "KeptEntries" >> beam.FlatMap(lambda pair: pair["entry_ids"])
+                   | "CountKept" >> beam.combiners.Count.PerElement())
+    (decided.kept
+     | "KeyUrlShard" >> beam.Map(lambda pair, n: (shard_key(pair["uid"], n), pair), config.url_shards)
+     | "GroupUrlShard" >> beam.GroupByKey()
+     | "WriteUrls" >> beam.Map(write_url_shard, config.out, config.url_shards))
+    reject_shards = max(1, config.url_shards // 4)
+    (rejects
+     | "KeyRejectShard" >> beam.Map(lambda row, n: (zlib.crc32(repr(sorted(row.items())).encode()) % n, row),
+                                    reject_shards)
+     | "GroupRejects" >> beam.GroupByKey()
+     | "WriteRejects" >> beam.Map(write_rejects, config.out, reject_shards))
+    stats = (stats_parts | "AllStats" >> beam.Flatten() | "SumStats" >> beam.CombinePerKey(sum))
+    (pipeline
+     | "Once" >> beam.Create([None])
+     | "Report" >> beam.Map(finish, beam.pvalue.AsDict(stats), beam.pvalue.AsDict(matched_counts),
+                            beam.pvalue.AsDict(kept_counts), config))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wit curate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args, beam_args = split_args(parser, argv)
+    if not args.pool or not args.queries or not args.out:
+        parser.error("--pool, --queries and --out are required")
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    pipeline = make_pipeline(pipeline_options(beam_args))
+    build_pipeline(pipeline, config)
+    pipeline.run().wait_until_finish()
+    log.info("curated pairs written under %s", config.out)
+    return 0
+
+
+if __name__ == "__main__":
+    from wit.logs import setup_logging
+
+    setup_logging()
+    sys.exit(run())

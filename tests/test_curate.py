@@ -1,0 +1,329 @@
+"""Curation: real captions and pages, exact matching, seeded balancing, bad input, gs://."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+from collections import Counter
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urljoin
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import balance, candidates, curate
+from pipeline.clean import CleanConfig, clean_caption, clean_url, uid_of
+from pipeline.match import Matcher, QueryListError, reference_match
+from query_list.tokens import is_word, normalize, tokenize
+from query_list.wordnet import iter_head_lemmas
+
+
+def real_captions(data: Path) -> list[str]:
+    rows = [r for r in candidates.read(str(data / "captions/cc3m/Validation_GCC-1.1.0-Validation.tsv"),
+                                       candidates.ReaderConfig())]
+    rows += list(candidates.read(str(data / "captions/img2dataset/test_10000.parquet"),
+                                 candidates.ReaderConfig(url_col="URL", caption_col="TEXT")))
+    return [r.caption for r in rows if isinstance(r, candidates.Raw) and isinstance(r.caption, str)]
+
+
+def entry_list(captions: list[str], size: int) -> list[str]:
+    """Frequent caption words and bigrams plus WordNet lemmas seen in the captions."""
+    words, pairs = Counter(), Counter()
+    for caption in captions:
+        tokens = [t for t in tokenize(caption) if is_word(t)]
+        words.update(tokens)
+        pairs.update(f"{a} {b}" for a, b in zip(tokens, tokens[1:]))
+    text = " ".join(captions)
+    lemmas = sorted({lemma for lemma in iter_head_lemmas("/usr/share/wordnet") if " " in lemma and lemma in text})
+    chosen = [w for w, _ in words.most_common(size // 2)] + [p for p, _ in pairs.most_common(size // 4)]
+    chosen += lemmas[: size // 4] + ["St. Louis", "New York City", "U.S.", "t-shirt", "(band)"]
+    return list(dict.fromkeys(chosen))
+
+
+def test_matching_equals_the_reference_on_all_real_captions(shared_data):
+    captions = real_captions(shared_data)
+    assert len(captions) > 25_000
+    entries = entry_list(captions, 1200)
+    matcher = Matcher(entries)
+    keys = [f" {normalize(e)} " for e in entries]  # the plain definition, entries normalised once
+
+    def reference(caption: str) -> list[int]:
+        text = f" {normalize(caption)} "
+        return [i for i, key in enumerate(keys) if key.strip() and key in text]
+
+    mismatches = [c for c in captions if matcher.match(c) != reference(c)]
+    assert mismatches == []
+    assert all(matcher.match(c) == reference_match(entries, c) for c in captions[:200])
+    hits = sum(bool(matcher.match(c)) for c in captions)
+    assert hits > 0.9 * len(captions)
+
+
+def test_matching_rules():
+    entries = ["St. Louis", "dog", "hot dog", "Dog", "New York", "York"]
+    matcher = Matcher(entries)
+    assert matcher.match("A hot dog in St. Louis, Missouri.") == [0, 1, 2]
+    assert matcher.match("dogs of New York") == [4, 5]  # whole tokens only: no "dog" in "dogs"
+    assert matcher.match("Dog!") == [3]  # case kept
+
+
+class ImgCollector(HTMLParser):
+    """An independent extraction (stdlib parser) of <base href> and <img src alt title>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.base, self.images = None, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "base" and attrs.get("href") and self.base is None:
+            self.base = attrs["href"]
+        if tag == "img" and (attrs.get("src") or "").strip():
+            self.images.append((attrs["src"].strip(), attrs.get("alt") or attrs.get("title")))
+
+
+def independent_pairs(page: str, target: str) -> list[tuple[str, str | None]]:
+    collector = ImgCollector()
+    collector.feed(page)
+    base = urljoin(target, collector.base) if collector.base else target
+    return [(urljoin(base, src), text or None) for src, text in collector.images]
+
+
+def test_relative_urls_joined_on_real_pages(shared_data):
+    relative = total = 0
+    for page_path in sorted((shared_data / "html/readability_pages").glob("*.html")):
+        page = page_path.read_text(errors="replace")
+        target = f"https://example.org/articles/{page_path.stem}/index.html"
+        ours = [(r.url, r.caption) for r in candidates.html_pairs(page, target, page_path.name)]
+        assert ours == independent_pairs(page, target), page_path.name
+        total += len(ours)
+        relative += len(re.findall(r"<img[^>]+src=[\"'](?!https?:|//|data:)", page))
+    assert total > 700 and relative > 50  # real relative urls were exercised
+
+
+def test_warc_pairs_from_real_common_crawl_record(shared_data):
+    path = str(shared_data / "captions/commoncrawl_whirlwind/whirlwind.warc.gz")
+    pairs = list(candidates.read(path, candidates.ReaderConfig()))
+    assert all(isinstance(p, candidates.Raw) for p in pairs) and len(pairs) == 13
+    assert all(p.url.startswith("https://") and p.page_url == "https://an.wikipedia.org/wiki/Escopete" for p in pairs)
+    assert ("https://an.wikipedia.org/static/images/mobile/copyright/wikipedia-wordmark-an.svg", "Biquipedia") in [
+        (p.url, p.caption) for p in pairs]
+
+
+def wat_json(page: str, target: str) -> dict:
+    """A WAT metadata record in Common Crawl's documented layout, from a real page."""
+    collector = ImgCollector()
+    collector.feed(page)
+    links = [{"path": "IMG@/src", "url": src, **({"alt": text} if text else {})} for src, text in collector.images]
+    links.insert(0, {"path": "A@/href", "url": "/elsewhere", "text": "a link"})
+    head = {"Title": "t", **({"Base": collector.base} if collector.base else {})}
+    return {"Envelope": {
+        "WARC-Header-Metadata": {"WARC-Type": "response", "WARC-Target-URI": target},
+        "Payload-Metadata": {"HTTP-Response-Metadata": {"HTML-Metadata": {"Head": head, "Links": links}}}}}
+
+
+def write_wat(path: Path, records: list[bytes]) -> None:
+    from warcio.warcwriter import WARCWriter
+
+    with open(path, "wb") as handle:
+        writer = WARCWriter(handle, gzip=True)
+        for index, payload in enumerate(records):
+            record = writer.create_warc_record(f"https://example.org/{index}", "metadata", payload=io.BytesIO(payload),
+                                               warc_content_type="application/json")
+            writer.write_record(record)
+
+
+def test_wat_records_built_from_real_pages(shared_data, tmp_path):
+    pages = sorted((shared_data / "html/readability_pages").glob("*.html"))[:10]
+    expected, payloads = [], []
+    for page_path in pages:
+        page = page_path.read_text(errors="replace")
+        target = f"https://example.org/{page_path.stem}/"
+        payloads.append(json.dumps(wat_json(page, target)).encode())
+        expected += independent_pairs(page, target)
+    payloads.insert(3, b"{not json")
+    wat = tmp_path / "sample.wat.gz"
+    write_wat(wat, payloads)
+    records = list(candidates.read(str(wat), candidates.ReaderConfig()))
+    raws = [(r.url, r.caption) for r in records if isinstance(r, candidates.Raw)]
+    bads = [r for r in records if isinstance(r, candidates.Bad)]
+    assert raws == expected and len(raws) > 100
+    assert len(bads) == 1 and bads[0].reason == "bad_record"
+
+
+def test_cleaning():
+    config = CleanConfig()
+    assert clean_caption("IMG_1234.JPG", config) == (None, "filename_caption")
+    assert clean_caption("DSC01234", config) == (None, "camera_caption")
+    assert clean_caption("1/250 sec f/5.6 ISO 200", config) == (None, "camera_caption")
+    assert clean_caption("  Tom &amp;amp; Jerry\n poster ", config) == ("Tom & Jerry poster", None)
+    assert clean_caption("", config) == (None, "empty_caption")
+    assert clean_caption("x" * 1001, config) == (None, "caption_too_long")
+    assert clean_caption("Un chien sur la plage", CleanConfig(english_only=True)) == (None, "not_english")
+    assert clean_url("data:image/png;base64,AAAA") == (None, "bad_scheme")
+    assert clean_url("javascript:alert(1)") == (None, "bad_scheme")
+    assert clean_url(None) == (None, "missing_url")
+    assert clean_url("HTTPS://a.org/x.jpg#top") == ("https://a.org/x.jpg", None)
+    assert uid_of("https://a.org/x.jpg") == __import__("hashlib").sha224(b"https://a.org/x.jpg").hexdigest()[:24]
+
+
+def test_balancing_statistics_on_a_pool_with_known_counts():
+    target = 1000
+    counts = {0: 20_000, 1: 500, 2: 4_000}
+    pools = {(0,): 17_000, (1,): 500, (2,): 1_000, (0, 2): 3_000}  # entry 0 in 20k, entry 2 in 4k
+    kept_by_entry = Counter()
+    for entry_ids, n in pools.items():
+        kept = 0
+        for index in range(n):
+            uid = uid_of(f"https://pool/{entry_ids}/{index}")
+            decision, probability = balance.decide(uid, list(entry_ids), counts, target, seed=7)
+            kept += decision
+            if decision:
+                kept_by_entry.update(entry_ids)
+        p = 1.0
+        for entry_id in entry_ids:
+            p *= 1 - min(1.0, target / counts[entry_id])
+        low, high = balance.binomial_bounds(n, 1 - p)
+        assert low <= kept <= high, (entry_ids, kept, n * (1 - p))
+        assert probability == pytest.approx(1 - p)
+    assert kept_by_entry[1] == 500  # tail entries keep everything
+    low, high = balance.binomial_bounds(17_000, 0.05)
+    assert kept_by_entry[0] >= low + 3_000 * 0.05  # head entry near t, never far under it
+
+
+def test_balance_is_deterministic_and_seeded():
+    counts = {0: 100_000}
+    draws = [balance.decide(f"u{i}", [0], counts, 1000, seed=1)[0] for i in range(5000)]
+    again = [balance.decide(f"u{i}", [0], counts, 1000, seed=1)[0] for i in range(5000)]
+    other = [balance.decide(f"u{i}", [0], counts, 1000, seed=2)[0] for i in range(5000)]
+    assert draws == again and draws != other
+
+
+# -- the job -------------------------------------------------------------------------------------
+def make_pool(folder: Path, data: Path) -> list[str]:
+    """A small mixed pool: CC3M lines, LAION parquet rows, a WARC, and a jsonl with junk."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = (data / "captions/cc3m/Validation_GCC-1.1.0-Validation.tsv").read_text().splitlines()[:1500]
+    (folder / "cc3m.tsv").write_text("\n".join(lines + lines[:50]) + "\n")  # 50 exact duplicates
+    table = pq.read_table(data / "captions/img2dataset/test_1000.parquet", columns=["URL", "TEXT"]).rename_columns(
+        ["url", "caption"])
+    pq.write_table(table, folder / "laion.parquet")
+    (folder / "whirlwind.warc.gz").write_bytes((data / "captions/commoncrawl_whirlwind/whirlwind.warc.gz").read_bytes())
+    junk = [{"url": "data:image/png;base64,AAA", "caption": "a red car"}, {"caption": "no url at all"},
+            {"url": "https://x.org/IMG_1.jpg", "caption": "IMG_1234.JPG"}, {"url": "https://x.org/c.jpg", "caption": "a red car"}]
+    (folder / "junk.jsonl").write_bytes(
+        b"\n".join(json.dumps(j).encode() for j in junk) + b"\n{broken\n\xff\xfe not utf8\n")
+    return [str(folder / "*")]
+
+
+def queries_for(data: Path, path: Path) -> str:
+    captions = real_captions(data)[:3000]
+    path.write_text(json.dumps(entry_list(captions, 800) + ["red car"]))
+    return str(path)
+
+
+def read_urls(out: str) -> pa.Table:
+    fs, root = fsspec.core.url_to_fs(out)
+    files = sorted(fs.glob(f"{root}/urls/*.parquet"))
+    return pa.concat_tables([pq.read_table(fs.open(f, "rb")) for f in files])
+
+
+@pytest.fixture(scope="module")
+def job_inputs(tmp_path_factory):
+    from tests.conftest import require_shared_data
+
+    data = require_shared_data()
+    folder = tmp_path_factory.mktemp("curate")
+    pool = make_pool(folder / "pool", data)
+    return data, folder, pool, queries_for(data, folder / "metadata.json")
+
+
+def test_job_outputs_accounting_and_determinism(job_inputs, tmp_path):
+    _, _, pool, queries = job_inputs
+    common = ["--pool", *pool[:1], "--queries", queries, "--max-per-query", "30", "--url-shards", "4", "--seed", "3"]
+    assert curate.run(common + ["--out", str(tmp_path / "a")]) == 0
+    assert curate.run(common + ["--out", str(tmp_path / "b"), "--direct_num_workers", "2",
+                                "--direct_running_mode", "multi_threading"]) == 0
+    for name in ["entry_counts.parquet"] + [f"urls/part-{i:05d}-of-00004.parquet" for i in range(4)]:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    report = json.loads((tmp_path / "a" / "curation_report.json").read_text())
+    urls = read_urls(str(tmp_path / "a"))
+    assert urls.num_rows == report["kept_pairs"] > 0
+    pairs = list(zip(urls.column("uid").to_pylist(), urls.column("caption").to_pylist()))
+    assert len(pairs) == len(set(pairs))  # each pair emitted once
+    assert report["duplicates_merged"] == 50
+    rejects = pa.concat_tables([pq.read_table(p) for p in sorted((tmp_path / "a" / "rejects").glob("*.parquet"))])
+    reasons = Counter(rejects.column("reason").to_pylist())
+    assert reasons["bad_scheme"] >= 1 and reasons["missing_url"] == 1 and reasons["filename_caption"] >= 1
+    assert reasons["bad_record"] == 1 and reasons["bad_encoding"] == 1
+    assert sum(report["dropped"].values()) + report["bad_input_records"] == rejects.num_rows
+    accounted = report["unique_pairs"] + report["duplicates_merged"] + sum(report["dropped"].values())
+    assert accounted == report["pool_size"]  # every candidate read ends somewhere
+    counts = pq.read_table(tmp_path / "a" / "entry_counts.parquet").to_pandas()
+    assert int((counts.matched > 0).sum()) == report["entries_matched"] and len(counts) == report["entries"]
+    kept_from_urls = Counter(e for ids in urls.column("entry_ids").to_pylist() for e in ids)
+    assert dict(kept_from_urls) == {int(i): int(k) for i, k in zip(counts.entry_id, counts.kept) if k}
+    assert (counts.kept <= counts.matched).all()
+    assert (tmp_path / "a" / "balance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # img2dataset reads the url shards as they are (its reader takes url/caption columns)
+    from img2dataset.reader import Reader  # noqa: F401  (importable: the columns are what it expects)
+
+    assert {"url", "caption"} <= set(urls.column_names)
+
+
+def test_rebalance_over_crawl_status_rows(job_inputs, tmp_path):
+    _, _, pool, queries = job_inputs
+    assert curate.run(["--pool", pool[0], "--queries", queries, "--max-per-query", "1000", "--out", str(tmp_path / "a"),
+                       "--url-shards", "2"]) == 0
+    urls = read_urls(str(tmp_path / "a")).to_pylist()
+    crawl = pa.Table.from_pylist([{**row, "status": "success" if i % 3 else "failed_to_download"}
+                                  for i, row in enumerate(urls)])
+    pq.write_table(crawl, tmp_path / "00000.parquet")
+    assert curate.run(["--rebalance", "--pool", str(tmp_path / "00000.parquet"), "--queries", queries,
+                       "--max-per-query", "1000", "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "curation_report.json").read_text())
+    successes = sum(1 for i in range(len(urls)) if i % 3)
+    assert report["matched_pairs"] == successes and report["dropped"]["not_success"] == len(urls) - successes
+    assert report["kept_pairs"] == successes  # t = 1000 is above every count here: all kept
+
+
+def test_query_list_must_be_an_array_of_strings(job_inputs, tmp_path):
+    _, _, pool, _ = job_inputs
+    for content in ('{"a": 1}', "[1, 2]", "not json", "[]"):
+        bad = tmp_path / "bad.json"
+        bad.write_text(content)
+        with pytest.raises(QueryListError, match="array of strings|empty"):
+            curate.run(["--pool", pool[0], "--queries", str(bad), "--out", str(tmp_path / "o")])
+
+
+def test_bad_gzip_member_is_recorded_and_the_job_goes_on(job_inputs, tmp_path):
+    data, _, _, queries = job_inputs
+    warc = (data / "captions/commoncrawl_whirlwind/whirlwind.warc.gz").read_bytes()
+    (tmp_path / "pool").mkdir()
+    (tmp_path / "pool" / "cut.warc.gz").write_bytes(warc[:9000])  # cut inside the HTML response
+    corrupt = warc[:5000] + bytes(b ^ 0x55 for b in warc[5000:5100]) + warc[5100:]
+    (tmp_path / "pool" / "corrupt.warc.gz").write_bytes(corrupt)
+    (tmp_path / "pool" / "good.tsv").write_text("a red car on the road\thttps://x.org/1.jpg\n")
+    assert curate.run(["--pool", str(tmp_path / "pool" / "*"), "--queries", queries, "--out", str(tmp_path / "o")]) == 0
+    report = json.loads((tmp_path / "o" / "curation_report.json").read_text())
+    assert report["bad_input_records"] == 2 and report["kept_pairs"] == 1  # no half page slipped through
+    rejects = pq.read_table(tmp_path / "o" / "rejects").to_pylist()
+    assert sorted((Path(r["source"].split("@")[0]).name, r["reason"]) for r in rejects) == [
+        ("corrupt.warc.gz", "bad_gzip"), ("cut.warc.gz", "bad_gzip")]
+
+
+def test_gcs_in_and_out(job_inputs, gcs_bucket):
+    data, folder, _, queries = job_inputs
+    with fsspec.open(f"{gcs_bucket}/pool/cc3m.tsv", "wb") as handle:
+        handle.write((folder / "pool" / "cc3m.tsv").read_bytes())
+    with fsspec.open(f"{gcs_bucket}/queries/metadata.json", "wb") as handle:
+        handle.write(Path(queries).read_bytes())
+    assert curate.run(["--pool", f"{gcs_bucket}/pool/*.tsv", "--queries", f"{gcs_bucket}/queries/metadata.json",
+                       "--out", f"{gcs_bucket}/curated", "--max-per-query", "50", "--url-shards", "2"]) == 0
+    with fsspec.open(f"{gcs_bucket}/curated/curation_report.json", "rt") as handle:
+        report = json.load(handle)
+    assert read_urls(f"{gcs_bucket}/curated").num_rows == report["kept_pairs"] > 100
