@@ -33,7 +33,9 @@ import argparse
 import io
 import logging
 import sys
+import time
 import zlib
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -42,9 +44,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import balance, candidates, report
 from pipeline.clean import CleanConfig, clean_caption, clean_url, uid_of
-from pipeline.match import Matcher, load_entries
+from pipeline.match import Matcher, load_entries, spaced_form
 from query_list.sources import expand
-from wit.beam import TolerantParser, make_pipeline, pipeline_options, split_args
+from wit.beam import MergeCounts, TolerantParser, make_pipeline, pipeline_options, split_args, windowed
 from wit.storage import join, write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class CurateConfig:
     seed: int = 0
     url_shards: int = 16
     rebalance: bool = False
+    batch_size: int = 512  # pairs per element between merging and balancing
 
     @property
     def target(self) -> float:
@@ -116,24 +119,28 @@ class ReadCleanFn(beam.DoFn):
         self.reader, self.clean = reader, clean
 
     def process(self, path: str):
+        counts: Counter = Counter()  # per file: one stats element per counter, not per row
         for raw in candidates.read(path, self.reader):
             if isinstance(raw, candidates.Bad):
-                yield stat("bad_input")
+                counts["bad_input"] += 1
                 yield beam.pvalue.TaggedOutput("rejects", {"reason": raw.reason, "source": raw.source, "url": None,
                                                            "caption": None, "detail": raw.detail})
                 continue
-            yield stat("candidates_read")
+            counts["candidates_read"] += 1
             url, reason = clean_url(raw.url)
             caption = None
             if reason is None:
                 caption, reason = clean_caption(raw.caption, self.clean)
             if reason is not None:
-                yield stat(f"dropped_{reason}")
+                counts[f"dropped_{reason}"] += 1
                 yield beam.pvalue.TaggedOutput("rejects", {
                     "reason": reason, "source": raw.source, "url": raw.url if isinstance(raw.url, str) else None,
                     "caption": raw.caption if isinstance(raw.caption, str) else None, "detail": ""})
                 continue
-            yield (uid_of(url), caption), {"url": url, "source": raw.source, "page_url": raw.page_url}
+            yield (uid_of(url), caption), {"url": url, "source": raw.source, "page_url": raw.page_url,
+                                           "spaced": spaced_form(caption)}
+        for name, count in counts.items():
+            yield stat(name, count)
 
 
 class FirstOccurrence(beam.CombineFn):
@@ -160,17 +167,37 @@ class FirstOccurrence(beam.CombineFn):
         return accumulator
 
 
-def to_pair(element):
-    (uid, caption), (count, record) = element
-    if count > 1:
-        yield stat("duplicates_merged", count - 1)
-    yield stat("pairs_unique")
-    yield {"uid": uid, "url": record["url"], "caption": caption, "source": record["source"],
-           "page_url": record["page_url"]}
+class BatchPairsFn(beam.DoFn):
+    """Merged (uid, caption) groups -> lists of up to ``batch_size`` pairs. Matching and
+    balancing then pay Beam's per-element cost once per batch, not once per pair."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+
+    def start_bundle(self) -> None:
+        self.batch: list[dict] = []
+        self.counts: Counter = Counter()
+
+    def process(self, element):
+        (uid, caption), (count, record) = element
+        self.counts["duplicates_merged"] += count - 1
+        self.counts["pairs_unique"] += 1
+        self.batch.append({"uid": uid, "url": record["url"], "caption": caption, "source": record["source"],
+                           "page_url": record["page_url"], "spaced": record["spaced"]})
+        if len(self.batch) >= self.batch_size:
+            yield self.batch
+            self.batch = []
+
+    def finish_bundle(self):
+        if self.batch:
+            yield windowed(self.batch)
+        for name, count in self.counts.items():
+            yield beam.pvalue.TaggedOutput("stats", windowed((name, count)))
 
 
 class MatchFn(beam.DoFn):
-    """Pair -> pair with ``entry_ids``; the automaton is built once per worker in setup()."""
+    """A batch of pairs -> the matched ones with ``entry_ids``, plus the batch's entry counts.
+    The automaton is built once per worker, in setup()."""
 
     def __init__(self, queries: str) -> None:
         self.queries = queries
@@ -178,14 +205,29 @@ class MatchFn(beam.DoFn):
 
     def setup(self) -> None:
         self.matcher = Matcher(load_entries(self.queries))
+        # Time spent matching, as Beam metrics: the stage's own rate, apart from the runner's I/O.
+        self.busy_us = beam.metrics.Metrics.counter("wit.curate", "match_busy_us")
+        self.scanned = beam.metrics.Metrics.counter("wit.curate", "match_captions")
 
-    def process(self, pair: dict):
-        entry_ids = self.matcher.match(pair["caption"])
-        if not entry_ids:
-            yield stat("pairs_unmatched")
-            return
-        yield stat("pairs_matched")
-        yield {**pair, "entry_ids": entry_ids}
+    def process(self, batch: list[dict]):
+        started = time.perf_counter()
+        match = self.matcher.match_spaced
+        matched, hits = [], []
+        for pair in batch:
+            entry_ids = match(pair["spaced"])
+            if entry_ids:
+                # In place: the batch is this DoFn's own (decoded after the Reshuffle, one consumer);
+                # "spaced" rides along to the balancing step, which drops it.
+                pair["entry_ids"] = entry_ids
+                matched.append(pair)
+                hits.extend(entry_ids)
+        self.busy_us.inc(int((time.perf_counter() - started) * 1e6))
+        self.scanned.inc(len(batch))
+        yield stat("pairs_matched", len(matched))
+        yield stat("pairs_unmatched", len(batch) - len(matched))
+        yield beam.pvalue.TaggedOutput("entry_counts", dict(Counter(hits)))
+        if matched:
+            yield matched
 
 
 def read_matched(path: str):
@@ -199,22 +241,53 @@ def read_matched(path: str):
     for missing in ("uid", "url", "caption", "entry_ids"):
         if missing not in names:
             raise ValueError(f"{path}: --rebalance needs the column {missing!r} (has {names})")
+    batch, entries, used = [], Counter(), 0
     for row in table.to_pylist():
         if "status" in names and row["status"] != "success":
-            yield stat("dropped_not_success")
             continue
-        yield stat("candidates_read")
-        yield stat("pairs_unique")
-        yield stat("pairs_matched")
-        yield {"uid": row["uid"], "url": row["url"], "caption": row["caption"], "source": row.get("source") or path,
-               "page_url": row.get("page_url"), "entry_ids": sorted(int(e) for e in row["entry_ids"])}
+        used += 1
+        entry_ids = sorted(int(e) for e in row["entry_ids"])
+        entries.update(entry_ids)
+        batch.append({"uid": row["uid"], "url": row["url"], "caption": row["caption"],
+                      "source": row.get("source") or path, "page_url": row.get("page_url"), "entry_ids": entry_ids})
+        if len(batch) >= REBALANCE_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+    for name in ("candidates_read", "pairs_unique", "pairs_matched"):
+        yield stat(name, used)
+    yield stat("dropped_not_success", table.num_rows - used)
+    yield beam.pvalue.TaggedOutput("entry_counts", dict(entries))
 
 
-def decide_pair(pair: dict, counts: dict, target: float, seed: int):
-    kept, probability = balance.decide(pair["uid"], pair["entry_ids"], counts, target, seed)
-    if kept:
-        yield stat("pairs_kept")
-        yield {**pair, "keep_prob": probability}
+class BalanceFn(beam.DoFn):
+    """A batch of matched pairs -> (url shard, kept pair); kept entry counts per bundle."""
+
+    def __init__(self, target: float, seed: int, shards: int) -> None:
+        self.target, self.seed, self.shards = target, seed, shards
+
+    def start_bundle(self) -> None:
+        self.kept: Counter = Counter()
+        self.pairs_kept = 0
+
+    def process(self, batch: list[dict], counts: dict):
+        for pair in batch:
+            kept, probability = balance.decide(pair["uid"], pair["entry_ids"], counts, self.target, self.seed)
+            if kept:
+                self.pairs_kept += 1
+                self.kept.update(pair["entry_ids"])
+                row = {name: pair.get(name) for name in URL_COLUMNS}
+                row["keep_prob"] = probability
+                yield shard_key(pair["uid"], self.shards), row
+
+    def finish_bundle(self):
+        yield beam.pvalue.TaggedOutput("stats", windowed(("pairs_kept", self.pairs_kept)))
+        yield beam.pvalue.TaggedOutput("kept_counts", windowed(dict(self.kept)))
+
+
+REBALANCE_BATCH = 512
+URL_COLUMNS = ("url", "caption", "uid", "entry_ids", "source", "page_url")
 
 
 def shard_key(uid: str, shards: int) -> int:
@@ -279,34 +352,31 @@ def build_pipeline(pipeline, config: CurateConfig) -> None:
     listed = pipeline | "ListPool" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
     stats_parts = []
     if config.rebalance:
-        read = listed | "ReadMatched" >> beam.FlatMap(read_matched).with_outputs("stats", main="pairs")
-        matched = read.pairs
+        read = listed | "ReadMatched" >> beam.FlatMap(read_matched).with_outputs("stats", "entry_counts", main="pairs")
+        matched, entry_counts = read.pairs, read.entry_counts
         stats_parts.append(read.stats)
         rejects = pipeline | "NoRejects" >> beam.Create([])
     else:
         read = listed | "ReadClean" >> beam.ParDo(ReadCleanFn(config.reader, config.clean)).with_outputs(
             "stats", "rejects", main="pairs")
-        merged = (read.pairs
-                  | "MergeDuplicates" >> beam.CombinePerKey(FirstOccurrence())
-                  | "ToPairs" >> beam.FlatMap(to_pair).with_outputs("stats", main="pairs"))
-        matching = (merged.pairs
-                    | "SpreadPairs" >> beam.Reshuffle()
-                    | "Match" >> beam.ParDo(MatchFn(config.queries)).with_outputs("stats", main="pairs"))
-        matched = matching.pairs
-        stats_parts += [read.stats, merged.stats, matching.stats]
+        batches = (read.pairs
+                   | "MergeDuplicates" >> beam.CombinePerKey(FirstOccurrence())
+                   | "BatchPairs" >> beam.ParDo(BatchPairsFn(config.batch_size)).with_outputs("stats", main="batches"))
+        matching = (batches.batches
+                    | "SpreadBatches" >> beam.Reshuffle()
+                    | "Match" >> beam.ParDo(MatchFn(config.queries)).with_outputs("stats", "entry_counts",
+                                                                                    main="pairs"))
+        matched, entry_counts = matching.pairs, matching.entry_counts
+        stats_parts += [read.stats, batches.stats, matching.stats]
         rejects = read.rejects
 
-    matched_counts = (matched
-                      | "MatchedEntries" >> beam.FlatMap(lambda pair: pair["entry_ids"])
-                      | "CountMatched" >> beam.combiners.Count.PerElement())
-    decided = matched | "Balance" >> beam.FlatMap(
-        decide_pair, beam.pvalue.AsDict(matched_counts), config.target, config.seed).with_outputs("stats", main="kept")
+    matched_counts = entry_counts | "CountMatched" >> beam.CombineGlobally(MergeCounts())
+    decided = matched | "Balance" >> beam.ParDo(
+        BalanceFn(config.target, config.seed, config.url_shards), beam.pvalue.AsSingleton(matched_counts)
+    ).with_outputs("stats", "kept_counts", main="kept")
     stats_parts.append(decided.stats)
-    kept_counts = (decided.kept
-                   | "KeptEntries" >> beam.FlatMap(lambda pair: pair["entry_ids"])
-                   | "CountKept" >> beam.combiners.Count.PerElement())
+    kept_counts = decided.kept_counts | "CountKept" >> beam.CombineGlobally(MergeCounts())
     (decided.kept
-     | "KeyUrlShard" >> beam.Map(lambda pair, n: (shard_key(pair["uid"], n), pair), config.url_shards)
      | "GroupUrlShard" >> beam.GroupByKey()
      | "WriteUrls" >> beam.Map(write_url_shard, config.out, config.url_shards))
     reject_shards = max(1, config.url_shards // 4)
@@ -318,8 +388,8 @@ def build_pipeline(pipeline, config: CurateConfig) -> None:
     stats = (stats_parts | "AllStats" >> beam.Flatten() | "SumStats" >> beam.CombinePerKey(sum))
     (pipeline
      | "Once" >> beam.Create([None])
-     | "Report" >> beam.Map(finish, beam.pvalue.AsDict(stats), beam.pvalue.AsDict(matched_counts),
-                            beam.pvalue.AsDict(kept_counts), config))
+     | "Report" >> beam.Map(finish, beam.pvalue.AsDict(stats), beam.pvalue.AsSingleton(matched_counts),
+                            beam.pvalue.AsSingleton(kept_counts), config))
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -15,9 +15,19 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
+from operator import itemgetter
+
 import ahocorasick
 
 from query_list.tokens import normalize
+
+
+_second = itemgetter(1)
+
+
+def spaced_form(caption: str) -> str:
+    """The normalised caption with a space at each end: the string the automaton scans."""
+    return f" {normalize(caption)} "
 
 
 class QueryListError(ValueError):
@@ -52,16 +62,27 @@ class Matcher:
             key = normalize(entry)
             if key:
                 keys.setdefault(f" {key} ", []).append(entry_id)
+        # Each key holds its first id (an int: the common case stays cheap); entries that share a
+        # normalised form are expanded from ``aliases`` after the scan.
+        self.aliases: dict[int, tuple[int, ...]] = {}
         for key, ids in keys.items():
-            automaton.add_word(key, tuple(ids))
+            automaton.add_word(key, ids[0])
+            if len(ids) > 1:
+                self.aliases[ids[0]] = tuple(ids)
         automaton.make_automaton()
         self.automaton = automaton
         self.size = len(entries)
 
     def match(self, caption: str) -> list[int]:
-        found: set[int] = set()
-        for _, ids in self.automaton.iter(f" {normalize(caption)} "):
-            found.update(ids)
+        return self.match_spaced(spaced_form(caption))
+
+    def match_spaced(self, spaced: str) -> list[int]:
+        """Match a caption already in :func:`spaced_form` (the curation job computes it while
+        cleaning, so the matching step scans and nothing else)."""
+        found = set(map(_second, self.automaton.iter(spaced)))
+        if self.aliases and not self.aliases.keys().isdisjoint(found):
+            for first in self.aliases.keys() & found:
+                found.update(self.aliases[first])
         return sorted(found)
 
 

@@ -37,15 +37,12 @@ from typing import Iterable, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
 from query_list import assemble, pageviews, sources, wikitext
 from query_list.assemble import Entry
 from query_list.tokens import is_word, normalize, segments, tokenize
 from query_list.wordnet import find_wordnet_dir, iter_head_lemmas
-from wit.beam import TolerantParser, make_pipeline, pipeline_options, split_args
+from wit.beam import MergeCounts, TolerantParser, make_pipeline, pipeline_options, split_args, windowed
 
 log = logging.getLogger(__name__)
 
@@ -192,30 +189,7 @@ class CountNgramsFn(beam.DoFn):
 
     def finish_bundle(self):
         for element in self._drain():
-            yield WindowedValue(element, MIN_TIMESTAMP, [GlobalWindow()])
-
-
-class MergeCountsFn(beam.CombineFn):
-    """Sums count dictionaries (the accumulator is one dict per shard)."""
-
-    def create_accumulator(self) -> dict:
-        return {}
-
-    def add_input(self, accumulator: dict, counts: dict) -> dict:
-        get = accumulator.get
-        for key, count in counts.items():
-            accumulator[key] = get(key, 0) + count
-        return accumulator
-
-    def merge_accumulators(self, accumulators) -> dict:
-        accumulators = iter(accumulators)
-        merged = next(accumulators)
-        for other in accumulators:
-            self.add_input(merged, other)
-        return merged
-
-    def extract_output(self, accumulator: dict) -> dict:
-        return accumulator
+            yield windowed(element)
 
 
 def expand_counts(shard_counts, bigram_min_count: int):
@@ -256,7 +230,7 @@ class CountStage(beam.PTransform):
     def expand(self, texts):
         return (texts
                 | "CountBundles" >> beam.ParDo(CountNgramsFn(self.shards))
-                | "MergeShards" >> beam.CombinePerKey(MergeCountsFn())
+                | "MergeShards" >> beam.CombinePerKey(MergeCounts())
                 | "ExpandCounts" >> beam.FlatMap(expand_counts, self.bigram_min_count))
 
 

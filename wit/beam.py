@@ -106,3 +106,40 @@ def split_args(parser, argv: Sequence[str] | None):
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args, beam_args
+
+
+# -- shared transforms -------------------------------------------------------------------------
+import apache_beam as _beam  # noqa: E402  (kept below the option helpers, which need no Beam import)
+
+
+class MergeCounts(_beam.CombineFn):
+    """Sums ``{key: count}`` dictionaries. Jobs count locally (per bundle or batch) and send a
+    few dictionaries instead of one element per key: Beam's cost is per element."""
+
+    def create_accumulator(self) -> dict:
+        return {}
+
+    def add_input(self, accumulator: dict, counts: dict) -> dict:
+        get = accumulator.get
+        for key, count in counts.items():
+            accumulator[key] = get(key, 0) + count
+        return accumulator
+
+    def merge_accumulators(self, accumulators) -> dict:
+        accumulators = iter(accumulators)
+        merged = next(accumulators)
+        for other in accumulators:
+            self.add_input(merged, other)
+        return merged
+
+    def extract_output(self, accumulator: dict) -> dict:
+        return accumulator
+
+
+def windowed(value):
+    """Wrap a value emitted from ``finish_bundle`` (global window)."""
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import MIN_TIMESTAMP
+    from apache_beam.utils.windowed_value import WindowedValue
+
+    return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
