@@ -26,7 +26,7 @@ import gzip
 import json
 import zlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import urljoin
 
 import fsspec
@@ -174,45 +174,46 @@ def _records(path: str, rec_type: str) -> Iterator[tuple[object, bytes | Excepti
         yield Bad(f"{path}@{damage[0]}", "bad_gzip", damage[1])
 
 
-def read_wat(path: str) -> Iterator[Raw | Bad]:
+def _read_archive(path: str, rec_type: str, pairs_of) -> Iterator[Raw | Bad]:
+    """Records of one type through ``pairs_of(record, payload, source)``; damage becomes Bad."""
     try:
-        for item in _records(path, "metadata"):
+        for item in _records(path, rec_type):
             if isinstance(item, Bad):
                 yield item
                 continue
             record, payload, offset = item
-            if "json" not in (record.rec_headers.get_header("Content-Type") or ""):
+            source = f"{path}@{offset}"
+            if isinstance(payload, Exception):
+                yield Bad(source, "bad_record", f"record payload unreadable: {payload}")
                 continue
-            try:
-                if isinstance(payload, Exception):
-                    raise payload
-                parsed = json.loads(payload)
-            except (ValueError, OSError, zlib.error) as exc:
-                yield Bad(f"{path}@{offset}", "bad_record", f"WAT JSON unreadable: {exc}")
-                continue
-            yield from wat_pairs(parsed, f"{path}@{offset}")
+            yield from pairs_of(record, payload, source)
     except (OSError, EOFError, zlib.error, ValueError) as exc:
         yield Bad(path, "bad_gzip", f"reading stopped: {exc}")
+
+
+def _wat_record_pairs(record, payload: bytes, source: str) -> Iterator[Raw | Bad]:
+    if "json" not in (record.rec_headers.get_header("Content-Type") or ""):
+        return
+    try:
+        parsed = json.loads(payload)
+    except ValueError as exc:
+        yield Bad(source, "bad_record", f"WAT JSON unreadable: {exc}")
+        return
+    yield from wat_pairs(parsed, source)
+
+
+def _warc_record_pairs(record, payload: bytes, source: str) -> Iterator[Raw | Bad]:
+    if record.http_headers is None or "html" not in (record.http_headers.get_header("Content-Type") or "").lower():
+        return
+    yield from html_pairs(payload, record.rec_headers.get_header("WARC-Target-URI"), source)
+
+
+def read_wat(path: str) -> Iterator[Raw | Bad]:
+    return _read_archive(path, "metadata", _wat_record_pairs)
 
 
 def read_warc(path: str) -> Iterator[Raw | Bad]:
-    try:
-        for item in _records(path, "response"):
-            if isinstance(item, Bad):
-                yield item
-                continue
-            record, payload, offset = item
-            if record.http_headers is None:
-                continue
-            content_type = (record.http_headers.get_header("Content-Type") or "").lower()
-            if "html" not in content_type:
-                continue
-            if isinstance(payload, Exception):
-                yield Bad(f"{path}@{offset}", "bad_record", f"response body unreadable: {payload}")
-                continue
-            yield from html_pairs(payload, record.rec_headers.get_header("WARC-Target-URI"), f"{path}@{offset}")
-    except (OSError, EOFError, zlib.error, ValueError) as exc:
-        yield Bad(path, "bad_gzip", f"reading stopped: {exc}")
+    return _read_archive(path, "response", _warc_record_pairs)
 
 
 # -- url lists ----------------------------------------------------------------------------------
@@ -244,95 +245,111 @@ def read_parquet(path: str, config: ReaderConfig) -> Iterator[Raw | Bad]:
                 row += 1
 
 
-def _text_lines(path: str) -> Iterator[tuple[int, str | None, bytes]]:
-    """(line number, decoded line or None when not UTF-8, raw bytes)."""
+def _per_line(path: str, parse: Callable[[str, str], Iterator[Raw | Bad]]) -> Iterator[Raw | Bad]:
+    """``parse(source, line)`` over the UTF-8 lines of a (possibly compressed) text file; a Bad
+    record for each line that is not UTF-8. ``parse`` raises ``_Stop`` when the header makes the file unreadable."""
     with fsspec.open(path, "rb", compression="infer") as handle:
         for number, raw in enumerate(handle, 1):
+            source = f"{path}:{number}"
             try:
-                yield number, raw.decode("utf-8").rstrip("\r\n"), raw
+                line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
-                yield number, None, raw
+                yield Bad(source, "bad_encoding", f"not UTF-8: {raw[:80]!r}")
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield from parse(source, line)
+            except _Stop as stop:
+                yield Bad(path, "missing_column", str(stop))
+                return
+
+
+class _Stop(Exception):
+    """A file whose header makes the rest unreadable (no url column)."""
 
 
 def _looks_like_url(text: str) -> bool:
     return text.strip().lower().startswith(("http://", "https://"))
 
 
-def read_delimited(path: str, config: ReaderConfig, delimiter: str) -> Iterator[Raw | Bad]:
-    header: list[str] | None = None
-    url_index = caption_index = None
-    for number, line, raw in _text_lines(path):
-        source = f"{path}:{number}"
-        if line is None:
-            yield Bad(source, "bad_encoding", f"not UTF-8: {raw[:80]!r}")
-            continue
-        if not line.strip():
-            continue
-        fields = next(csv.reader([line], delimiter=delimiter))
-        if header is None:
-            if delimiter == "\t" and len(fields) >= 2 and _looks_like_url(fields[1]) and not _looks_like_url(fields[0]):
-                header, caption_index, url_index = ["caption", "url"], 0, 1  # CC3M: caption<TAB>url
+class _Delimited:
+    """csv/tsv rows with a header, or CC3M's header-less ``caption<TAB>url``."""
+
+    def __init__(self, path: str, config: ReaderConfig, delimiter: str) -> None:
+        self.path, self.config, self.delimiter = path, config, delimiter
+        self.url_index: int | None = None
+        self.caption_index: int | None = None
+
+    def __call__(self, source: str, line: str) -> Iterator[Raw | Bad]:
+        fields = next(csv.reader([line], delimiter=self.delimiter))
+        if self.url_index is None:
+            if self.delimiter == "\t" and len(fields) >= 2 and _looks_like_url(fields[1]) and not _looks_like_url(fields[0]):
+                self.caption_index, self.url_index = 0, 1  # CC3M: caption<TAB>url, no header
             else:
-                header = fields
-                url_name = _resolve_column(header, config.url_col, path)
-                caption_name = _resolve_column(header, config.caption_col, path)
+                url_name = _resolve_column(fields, self.config.url_col, self.path)
+                caption_name = _resolve_column(fields, self.config.caption_col, self.path)
                 if url_name is None:
-                    yield Bad(path, "missing_column", f"no url column {config.url_col!r} (header: {header})")
-                    return
-                url_index = header.index(url_name)
-                caption_index = header.index(caption_name) if caption_name else None
-                continue
-        if url_index >= len(fields):
-            yield Bad(source, "bad_record", f"{len(fields)} fields, url expected in field {url_index + 1}")
-            continue
-        caption = fields[caption_index] if caption_index is not None and caption_index < len(fields) else None
-        yield Raw(fields[url_index], caption, source)
+                    raise _Stop(f"no url column {self.config.url_col!r} (header: {fields})")
+                self.url_index = fields.index(url_name)
+                self.caption_index = fields.index(caption_name) if caption_name else None
+                return
+        if self.url_index >= len(fields):
+            yield Bad(source, "bad_record", f"{len(fields)} fields, url expected in field {self.url_index + 1}")
+            return
+        index = self.caption_index
+        yield Raw(fields[self.url_index], fields[index] if index is not None and index < len(fields) else None, source)
 
 
-def read_jsonl(path: str, config: ReaderConfig) -> Iterator[Raw | Bad]:
-    for number, line, raw in _text_lines(path):
-        source = f"{path}:{number}"
-        if line is None:
-            yield Bad(source, "bad_encoding", f"not UTF-8: {raw[:80]!r}")
-            continue
-        if not line.strip():
-            continue
+def _jsonl(config: ReaderConfig, path: str):
+    def parse(source: str, line: str) -> Iterator[Raw | Bad]:
         try:
             record = json.loads(line)
         except ValueError as exc:
             yield Bad(source, "bad_record", f"JSON does not parse: {exc}")
-            continue
+            return
         if not isinstance(record, dict):
             yield Bad(source, "bad_record", "a JSON line that is not an object")
-            continue
-        keys = list(record)
-        url_key = _resolve_column(keys, config.url_col, path)
-        caption_key = _resolve_column(keys, config.caption_col, path)
+            return
+        url_key = _resolve_column(list(record), config.url_col, path)
+        caption_key = _resolve_column(list(record), config.caption_col, path)
         yield Raw(record.get(url_key) if url_key else None, record.get(caption_key) if caption_key else None, source)
+
+    return parse
 
 
 WIT_CAPTIONS = ("caption_reference_description", "caption_alt_text_description")
 
 
-def read_wit(path: str) -> Iterator[Raw | Bad]:
+class _Wit:
     """WIT TSV: one pair per non-empty reference or alt-text description of an image."""
-    header = None
-    for number, line, raw in _text_lines(path):
-        source = f"{path}:{number}"
-        if line is None:
-            yield Bad(source, "bad_encoding", f"not UTF-8: {raw[:80]!r}")
-            continue
+
+    def __init__(self) -> None:
+        self.header: list[str] | None = None
+
+    def __call__(self, source: str, line: str) -> Iterator[Raw | Bad]:
         fields = line.split("\t")
-        if header is None:
-            header = fields
-            if "image_url" not in header:
-                yield Bad(path, "missing_column", f"not a WIT TSV: no image_url column (header: {header[:8]})")
-                return
-            continue
-        row = dict(zip(header, fields))
+        if self.header is None:
+            if "image_url" not in fields:
+                raise _Stop(f"not a WIT TSV: no image_url column (header: {fields[:8]})")
+            self.header = fields
+            return
+        row = dict(zip(self.header, fields))
         for column in WIT_CAPTIONS:
             if row.get(column, "").strip():
                 yield Raw(row.get("image_url"), row[column], f"{source}:{column}", row.get("page_url"))
+
+
+def read_delimited(path: str, config: ReaderConfig, delimiter: str) -> Iterator[Raw | Bad]:
+    return _per_line(path, _Delimited(path, config, delimiter))
+
+
+def read_jsonl(path: str, config: ReaderConfig) -> Iterator[Raw | Bad]:
+    return _per_line(path, _jsonl(config, path))
+
+
+def read_wit(path: str) -> Iterator[Raw | Bad]:
+    return _per_line(path, _Wit())
 
 
 def read(path: str, config: ReaderConfig) -> Iterator[Raw | Bad]:
