@@ -3,6 +3,7 @@
     wit --help | --version
     wit queries --wiki DUMP --out DIR   build the query list (query_list.build)
     wit curate --pool GLOB --queries metadata.json --out DIR   match and balance (pipeline.curate)
+    wit crawl --urls GLOB --out DIR  images into webdataset shards (pipeline.crawl)
     wit doctor                      check this machine and print fixes
 
 Each stage adds its subcommand here as it lands. Stage subcommands that are Beam jobs hand
@@ -39,6 +40,8 @@ COMMANDS: dict[str, Command] = {
                        "query_list.build", arguments=None, entry="run", passthrough=True),
     "curate": Command("extract, clean, match and balance candidate pairs (Beam job)",
                       "pipeline.curate", arguments=None, entry="run", passthrough=True),
+    "crawl": Command("download the images of a url list into webdataset shards (Beam job)",
+                     "pipeline.crawl", arguments=None, entry="run", passthrough=True),
     "doctor": Command("check versions, the local Beam runner, WordNet, GCS access and disk; print fixes", "wit.doctor"),
 }
 

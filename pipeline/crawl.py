@@ -1,0 +1,308 @@
+"""Crawl the images of a url list into webdataset shards (a Beam job), politely and resumably.
+
+Input: ``urls/part-*.parquet`` from ``wit curate`` or any img2dataset-style url list (parquet,
+csv, tsv, jsonl with ``url`` and ``caption`` columns). Each input file is cut into shards of
+``--shard-size`` rows in file order, so shard numbers derive from the input alone. Each shard is
+one work item: its urls are fetched by ``--threads-per-worker`` threads through one
+:class:`pipeline.fetch.Fetcher` per worker, decoded and resized by :mod:`pipeline.images`, and
+written by :mod:`pipeline.shards` (temporary name, then rename; stats last). A re-run skips
+finished shards, so a killed job re-run ends with the same output. At the end: ``sizes.json``,
+``crawl_report.json`` and ``crawl_report.html``, then ``_SUCCESS``; the job fails, with the
+counts, when successes over downloaded images fall below ``--min-success-ratio``.
+
+Local:
+
+    wit crawl --urls 'out/curated/urls/*.parquet' --out out/shards --image-size 256 \\
+        --threads-per-worker 32
+
+Dataflow:
+
+    python -m pipeline.crawl --urls 'gs://BUCKET/curated/urls/*.parquet' --out gs://BUCKET/shards \\
+        --runner DataflowRunner --project PROJECT --region us-central1 \\
+        --temp_location gs://BUCKET/tmp --setup_file ./setup.py \\
+        --machine_type n2-highcpu-8 --max_num_workers 100 --experiments=no_use_multiple_sdk_containers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import apache_beam as beam
+import fsspec
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline import images, shards
+from pipeline.fetch import FetchConfig, Fetcher
+from query_list.sources import expand
+from wit.beam import TolerantParser, make_pipeline, pipeline_options, split_args
+from wit.storage import join, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+MAX_SHARD_SIZE = 10_000  # keys are {shard:05d}{row:04d}
+
+
+class CrawlFailed(RuntimeError):
+    """The success ratio fell under --min-success-ratio; the message carries the counts."""
+
+
+@dataclass
+class CrawlConfig:
+    urls: list[str]
+    out: str
+    url_col: str = "url"
+    caption_col: str = "caption"
+    shard_size: int = 1000
+    threads: int = 32
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    image: images.ImageConfig = field(default_factory=images.ImageConfig)
+    min_success_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.shard_size <= MAX_SHARD_SIZE:
+            raise ValueError(f"--shard-size must be between 1 and {MAX_SHARD_SIZE}")
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    shard: int
+    path: str
+    start: int
+    end: int
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--urls", action="append", default=None, metavar="GLOB", help="url list files; repeatable")
+    parser.add_argument("--out", default=None, help="output folder (local or gs://)")
+    parser.add_argument("--url-col", default="url")
+    parser.add_argument("--caption-col", default="caption")
+    parser.add_argument("--shard-size", type=int, default=1000, help="input rows per shard")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--resize-mode", default="border", choices=images.MODES)
+    parser.add_argument("--encode-format", default="jpg", choices=("jpg", "png", "webp"))
+    parser.add_argument("--encode-quality", type=int, default=95)
+    parser.add_argument("--min-image-size", type=int, default=0)
+    parser.add_argument("--max-aspect-ratio", type=float, default=float("inf"))
+    parser.add_argument("--threads-per-worker", type=int, default=32)
+    parser.add_argument("--per-host-connections", type=int, default=16)
+    parser.add_argument("--timeout", type=float, default=10.0, help="total seconds per image")
+    parser.add_argument("--max-bytes", type=int, default=20_000_000)
+    parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--no-robots", dest="robots", action="store_false", default=True,
+                        help="do not fetch robots.txt (X-Robots-Tag is still honoured)")
+    parser.add_argument("--allow-private-addresses", action="store_true",
+                        help="allow loopback/private hosts (tests and local runs only)")
+    parser.add_argument("--min-success-ratio", type=float, default=0.0,
+                        help="fail when successes / downloaded images fall below this")
+
+
+class CrawlOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        add_arguments(TolerantParser(parser))
+
+
+def config_from_args(args: argparse.Namespace) -> CrawlConfig:
+    return CrawlConfig(
+        urls=args.urls or [], out=args.out, url_col=args.url_col, caption_col=args.caption_col,
+        shard_size=args.shard_size, threads=args.threads_per_worker,
+        fetch=FetchConfig(timeout=args.timeout, max_bytes=args.max_bytes, retries=args.retries,
+                          per_host=args.per_host_connections, robots=args.robots,
+                          allow_private=args.allow_private_addresses),
+        image=images.ImageConfig(image_size=args.image_size, resize_mode=args.resize_mode,
+                                 encode_format=args.encode_format, encode_quality=args.encode_quality,
+                                 min_image_size=args.min_image_size, max_aspect_ratio=args.max_aspect_ratio),
+        min_success_ratio=args.min_success_ratio)
+
+
+# -- reading url lists ---------------------------------------------------------------------------
+def read_table(path: str):
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    name = path.rsplit("/", 1)[-1].lower()
+    with fsspec.open(path, "rb", compression="infer") as handle:
+        if ".parquet" in name:
+            return pq.read_table(handle)
+        if ".jsonl" in name or ".json" in name:
+            return pajson.read_json(handle)
+        delimiter = "\t" if ".tsv" in name or ".txt" in name else ","
+        return pacsv.read_csv(handle, parse_options=pacsv.ParseOptions(delimiter=delimiter))
+
+
+def plan_shards(paths: list[str], shard_size: int) -> list[ShardTask]:
+    tasks, shard = [], 0
+    for path in paths:
+        rows = read_table(path).num_rows
+        for start in range(0, rows, shard_size):
+            tasks.append(ShardTask(shard, path, start, min(rows, start + shard_size)))
+            shard += 1
+    return tasks
+
+
+def shard_rows(task: ShardTask, config: CrawlConfig) -> list[dict]:
+    table = read_table(task.path).slice(task.start, task.end - task.start)
+    names = table.column_names
+    lowered = {n.lower(): n for n in names}
+    url_col = config.url_col if config.url_col in names else lowered.get(config.url_col.lower())
+    if url_col is None:
+        raise ValueError(f"{task.path}: no url column {config.url_col!r} (columns: {names})")
+    caption_col = config.caption_col if config.caption_col in names else lowered.get(config.caption_col.lower())
+    columns = {"url": url_col, "caption": caption_col, "uid": "uid" if "uid" in names else None,
+               "entry_ids": "entry_ids" if "entry_ids" in names else None}
+    data = {key: table.column(col).to_pylist() if col else [None] * table.num_rows for key, col in columns.items()}
+    return [{key: data[key][i] for key in columns} for i in range(table.num_rows)]
+
+
+# -- one shard -------------------------------------------------------------------------------------
+def crawl_one(fetcher: Fetcher, key: str, row: dict, config: CrawlConfig) -> shards.Sample:
+    url, caption = row["url"], row["caption"]
+    base = dict(key=key, url=url if isinstance(url, str) else "", caption=caption, uid=row.get("uid"),
+                entry_ids=row.get("entry_ids"))
+    if not isinstance(url, str) or not url.strip():
+        return shards.Sample(status="failed_to_download", error_message="missing url", **base)
+    fetched = fetcher.fetch(url.strip())
+    base.update(final_url=fetched.final_url or None, attempts=fetched.attempts)
+    if fetched.status != "ok":
+        status = {"failed": "failed_to_download"}.get(fetched.status, fetched.status)
+        return shards.Sample(status=status, error_message=fetched.reason, **base)
+    result = images.process(fetched.data, config.image)
+    return shards.Sample(status=result.status, error_message=result.reason, image=result.data, width=result.width or None,
+                         height=result.height or None, original_width=result.original_width or None,
+                         original_height=result.original_height or None, sha256=result.sha256 or None,
+                         phash=result.phash or None, **base)
+
+
+def mark_duplicates(samples: list[shards.Sample]) -> None:
+    """Exact duplicates (same downloaded bytes) within the shard: the first key keeps its image."""
+    seen: set[str] = set()
+    for sample in sorted(samples, key=lambda s: s.key):
+        if sample.status == "success":
+            if sample.sha256 in seen:
+                sample.status, sample.error_message, sample.image = "duplicate", "same sha256 as an earlier key", b""
+            seen.add(sample.sha256)
+
+
+class CrawlShardFn(beam.DoFn):
+    def __init__(self, config: CrawlConfig) -> None:
+        self.config = config
+
+    def setup(self) -> None:
+        import cv2
+
+        cv2.setNumThreads(1)  # the download threads are the parallelism
+        self.fetcher = Fetcher(self.config.fetch)
+        self.pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="wit-crawl")
+
+    def teardown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def process(self, task: ShardTask):
+        names = shards.shard_names(self.config.out, task.shard)
+        fs, stats_path = fsspec.core.url_to_fs(names["stats"])
+        if fs.exists(stats_path):  # finished by an earlier run: resume past it
+            with fs.open(stats_path, "rt") as handle:
+                yield {**json.load(handle), "resumed": True, "seconds": 0.0}
+            return
+        started = time.monotonic()
+        rows = shard_rows(task, self.config)
+        keys = [f"{task.shard:05d}{index:04d}" for index in range(len(rows))]
+        samples = list(self.pool.map(lambda kr: crawl_one(self.fetcher, kr[0], kr[1], self.config), zip(keys, rows)))
+        mark_duplicates(samples)
+        stats = shards.write_shard(self.config.out, task.shard, samples, self.config.image.encode_format)
+        yield {**stats, "resumed": False, "seconds": time.monotonic() - started}
+
+
+# -- the end ---------------------------------------------------------------------------------------
+def summarize(all_stats: list[dict], config: CrawlConfig, wall_seconds: float) -> dict:
+    all_stats = sorted(all_stats, key=lambda s: s["shard"])
+    status = {name: sum(s["status"][name] for s in all_stats) for name in shards.STATUSES}
+    reasons: dict[str, int] = {}
+    for stats in all_stats:
+        for reason, count in stats["reasons"].items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    total = sum(s["count"] for s in all_stats)
+    downloaded = status["success"] + status["failed_to_resize"] + status["filtered"] + status["duplicate"] + status[
+        "eval_duplicate"]
+    crawled_now = [s for s in all_stats if not s.get("resumed")]
+    busy = sum(s["seconds"] for s in crawled_now)
+    return {
+        "urls": total, "shards": len(all_stats), "shards_resumed": len(all_stats) - len(crawled_now),
+        "status": status, "top_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:20]),
+        "downloaded": downloaded, "success_ratio": status["success"] / downloaded if downloaded else 0.0,
+        "min_success_ratio": config.min_success_ratio, "image_bytes": sum(s["image_bytes"] for s in all_stats),
+        "tar_bytes": sum(s["tar_bytes"] for s in all_stats), "wall_seconds": wall_seconds,
+        "urls_per_second": sum(s["count"] for s in crawled_now) / busy if busy else None,
+        "config": {"image": asdict(config.image), "fetch": asdict(config.fetch), "shard_size": config.shard_size,
+                   "threads": config.threads},
+    }
+
+
+def report_html(report: dict) -> str:
+    rows = "".join(f"<tr><td>{k}</td><td>{v:,}</td></tr>" for k, v in report["status"].items())
+    reasons = "".join(f"<tr><td>{k}</td><td>{v:,}</td></tr>" for k, v in report["top_reasons"].items())
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>wit crawl report</title>"
+            f"<style>body{{font-family:sans-serif;margin:2em}}td{{padding:2px 12px}}</style></head><body>"
+            f"<h1>Crawl report</h1><p>{report['urls']:,} urls in {report['shards']} shards "
+            f"({report['shards_resumed']} resumed); success ratio over downloaded images "
+            f"{report['success_ratio']:.3f}</p><h2>Statuses</h2><table>{rows}</table>"
+            f"<h2>Top reasons</h2><table>{reasons}</table></body></html>")
+
+
+def finish(all_stats: list[dict], config: CrawlConfig, started: float) -> dict:
+    report = summarize(all_stats, config, time.time() - started)
+    sizes = {f"{s['shard']:05d}.tar": s["successes"] for s in sorted(all_stats, key=lambda s: s["shard"])}
+    write_text_atomic(join(config.out, "sizes.json"), json.dumps({**sizes, "__total__": sum(sizes.values())},
+                                                                   indent=2) + "\n")
+    write_text_atomic(join(config.out, "crawl_report.json"), json.dumps(report, indent=2) + "\n")
+    write_text_atomic(join(config.out, "crawl_report.html"), report_html(report))
+    if report["downloaded"] and report["success_ratio"] < config.min_success_ratio:
+        raise CrawlFailed(f"success ratio {report['success_ratio']:.3f} < --min-success-ratio "
+                          f"{config.min_success_ratio}: statuses {report['status']}, top reasons "
+                          f"{list(report['top_reasons'].items())[:5]}")
+    write_text_atomic(join(config.out, "_SUCCESS"), "")  # last: the crawl is complete
+    return report
+
+
+def build_pipeline(pipeline, config: CrawlConfig) -> None:
+    tasks = plan_shards(expand(config.urls), config.shard_size)
+    started = time.time()
+    (pipeline
+     | "Shards" >> beam.Create(tasks)
+     | "SpreadShards" >> beam.Reshuffle()
+     | "CrawlShard" >> beam.ParDo(CrawlShardFn(config))
+     | "CollectStats" >> beam.combiners.ToList()
+     | "Finish" >> beam.Map(finish, config, started))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wit crawl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args, beam_args = split_args(parser, argv)
+    if not args.urls or not args.out:
+        parser.error("--urls and --out are required")
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    pipeline = make_pipeline(pipeline_options(beam_args))
+    build_pipeline(pipeline, config)
+    pipeline.run().wait_until_finish()
+    log.info("crawl written to %s", config.out)
+    return 0
+
+
+if __name__ == "__main__":
+    from wit.logs import setup_logging
+
+    setup_logging()
+    sys.exit(run())

@@ -1,0 +1,114 @@
+"""Writing one crawl shard: webdataset tar, img2dataset-style status parquet, stats.
+
+For shard ``n`` under the output folder: ``{n:05d}.tar`` (``{key}.jpg``, ``{key}.txt``,
+``{key}.json`` per sample, in key order, fixed tar metadata so equal inputs give equal bytes),
+``{n:05d}.parquet`` (one row per input url, whatever became of it) and ``{n:05d}_stats.json``,
+written last: a shard whose stats file exists is finished, and a re-run skips it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from wit.storage import join, write_bytes_atomic, write_text_atomic
+
+STATUSES = ("success", "failed_to_download", "failed_to_resize", "filtered", "duplicate", "opted_out", "blocked",
+            "eval_duplicate")
+
+STATUS_SCHEMA = pa.schema([
+    ("key", pa.string()), ("url", pa.string()), ("caption", pa.string()), ("status", pa.string()),
+    ("error_message", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+    ("original_width", pa.int32()), ("original_height", pa.int32()), ("sha256", pa.string()),
+    ("phash", pa.string()), ("uid", pa.string()), ("entry_ids", pa.list_(pa.int32())),
+    ("final_url", pa.string()), ("attempts", pa.int32()),
+])
+
+
+@dataclass
+class Sample:
+    key: str
+    url: str
+    caption: str | None
+    status: str
+    error_message: str = ""
+    image: bytes = b""
+    width: int | None = None
+    height: int | None = None
+    original_width: int | None = None
+    original_height: int | None = None
+    sha256: str | None = None
+    phash: str | None = None
+    uid: str | None = None
+    entry_ids: list[int] | None = None
+    final_url: str | None = None
+    attempts: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def metadata(self) -> dict:
+        return {"key": self.key, "uid": self.uid, "url": self.url, "caption": self.caption, "status": self.status,
+                "width": self.width, "height": self.height, "original_width": self.original_width,
+                "original_height": self.original_height, "sha256": self.sha256, "phash": self.phash,
+                "entry_ids": self.entry_ids}
+
+
+def shard_names(out: str, shard: int) -> dict[str, str]:
+    return {kind: join(out, f"{shard:05d}{suffix}")
+            for kind, suffix in (("tar", ".tar"), ("parquet", ".parquet"), ("stats", "_stats.json"))}
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o644, "wit", "wit"
+    tar.addfile(info, io.BytesIO(data))
+
+
+def build_tar(samples: list[Sample], encode_format: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in sorted(samples, key=lambda s: s.key):
+            if sample.status != "success":
+                continue
+            _add(tar, f"{sample.key}.{encode_format}", sample.image)
+            _add(tar, f"{sample.key}.txt", (sample.caption or "").encode("utf-8"))
+            _add(tar, f"{sample.key}.json", json.dumps(sample.metadata(), ensure_ascii=False, sort_keys=True).encode())
+    return buffer.getvalue()
+
+
+def build_status_table(samples: list[Sample]) -> bytes:
+    rows = [{"key": s.key, "url": s.url, "caption": s.caption, "status": s.status, "error_message": s.error_message,
+             "width": s.width, "height": s.height, "original_width": s.original_width,
+             "original_height": s.original_height, "sha256": s.sha256, "phash": s.phash, "uid": s.uid,
+             "entry_ids": s.entry_ids, "final_url": s.final_url, "attempts": s.attempts}
+            for s in sorted(samples, key=lambda s: s.key)]
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=STATUS_SCHEMA), buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def shard_stats(shard: int, samples: list[Sample], tar_bytes: int) -> dict:
+    counts = {status: 0 for status in STATUSES}
+    reasons: dict[str, int] = {}
+    for sample in samples:
+        counts[sample.status] += 1
+        if sample.status != "success":
+            reason = sample.error_message.split(":")[0][:80]
+            reasons[f"{sample.status}: {reason}"] = reasons.get(f"{sample.status}: {reason}", 0) + 1
+    return {"shard": shard, "count": len(samples), "successes": counts["success"], "status": counts,
+            "reasons": dict(sorted(reasons.items())), "tar_bytes": tar_bytes,
+            "image_bytes": sum(len(s.image) for s in samples if s.status == "success")}
+
+
+def write_shard(out: str, shard: int, samples: list[Sample], encode_format: str) -> dict:
+    names = shard_names(out, shard)
+    tar = build_tar(samples, encode_format)
+    write_bytes_atomic(names["tar"], tar)
+    write_bytes_atomic(names["parquet"], build_status_table(samples))
+    stats = shard_stats(shard, samples, len(tar))
+    write_text_atomic(names["stats"], json.dumps(stats, indent=2, sort_keys=True) + "\n")  # last: the shard is done
+    return stats
