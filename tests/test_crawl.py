@@ -1,0 +1,221 @@
+"""The crawl against the loopback web with faults: statuses, politeness, safety, resume, readers."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import crawl
+from pipeline.fetch import FetchConfig, Fetcher, robots_opt_out
+
+FAST = ["--timeout", "2", "--retries", "2", "--per-host-connections", "64", "--threads-per-worker", "16"]
+
+
+@pytest.fixture(scope="module")
+def photos():
+    from tests.conftest import require_shared_data
+
+    folder = require_shared_data() / "images/photos/imagenet_sample"
+    return [p.read_bytes() for p in sorted(folder.glob("*.JPEG"))[:60]]
+
+
+def write_urls(path: Path, urls: list[str]) -> str:
+    pq.write_table(pa.table({"url": urls, "caption": [f"caption {i}" for i in range(len(urls))],
+                             "uid": [f"u{i}" for i in range(len(urls))],
+                             "entry_ids": [[i % 7] for i in range(len(urls))]}), path)
+    return str(path)
+
+
+def statuses(out: Path) -> dict[str, tuple[str, str]]:
+    rows = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("*.parquet"))]).to_pylist()
+    return {row["url"]: (row["status"], row["error_message"]) for row in rows}
+
+
+def test_every_fault_ends_in_its_status(fake_web, photos, tmp_path):
+    web = fake_web
+    good = [web.add(f"/ok/{i}.jpg", photos[i], "image/jpeg") for i in range(20)]
+    web.add("/final.jpg", photos[20], "image/jpeg")
+    faults = {
+        "not_found": web.add("/f/404.jpg", fault="not_found"),
+        "server_error": web.add("/f/500.jpg", photos[21], fault="server_error"),
+        "flaky": web.add("/f/flaky.jpg", photos[22], "image/jpeg", fault="server_error", fail_times=1),
+        "busy": web.add("/f/429.jpg", photos[23], "image/jpeg", fault="too_many_requests", retry_after=1, fail_times=1),
+        "chain": web.redirect_chain("/f/chain", "/final.jpg", hops=3),
+        "loop": web.redirect_loop("/f/loop-a", "/f/loop-b"),
+        "drip": web.add("/f/drip.jpg", photos[24], "image/jpeg", fault="slow_drip", drip_bytes=64, drip_interval=0.05),
+        "hang": web.add("/f/hang.jpg", photos[25], fault="hang"),
+        "reset": web.add("/f/reset.jpg", photos[26], "image/jpeg", fault="reset"),
+        "truncated": web.add("/f/trunc.jpg", photos[27], "image/jpeg", fault="truncated"),
+        "wrong_type": web.add("/f/wrong.jpg", photos[28], fault="wrong_content_type"),
+        "html": web.add("/f/page.jpg", fault="html"),
+        "huge": web.add("/f/huge.jpg", photos[29], fault="huge_content_length"),
+        "noai": web.add("/f/noai.jpg", photos[30], "image/jpeg", fault="x_robots_tag"),
+        "other_bot": web.add("/f/otherbot.jpg", photos[31], "image/jpeg", fault="x_robots_tag", robots_tag="otherbot: noai"),
+        "scoped": web.add("/f/scoped.jpg", photos[32], "image/jpeg", fault="x_robots_tag", robots_tag="witbot: noimageai"),
+        "bomb": web.add("/f/bomb.png", fault="decompression_bomb"),
+    }
+    urls = write_urls(tmp_path / "urls.parquet", good + list(faults.values()))
+    started = time.monotonic()
+    assert crawl.run(["--urls", urls, "--out", str(tmp_path / "out"), "--allow-private-addresses", *FAST]) == 0
+    elapsed = time.monotonic() - started
+    seen = statuses(tmp_path / "out")
+    assert all(seen[url][0] == "success" for url in good)
+    expected = {
+        "not_found": ("failed_to_download", "HTTP 404"), "server_error": ("failed_to_download", "HTTP 500 after 3"),
+        "flaky": ("success", ""), "busy": ("success", ""), "chain": ("success", ""),
+        "loop": ("failed_to_download", "more than 5 redirects"), "drip": ("failed_to_download", "deadline exceeded"),
+        "hang": ("failed_to_download", "deadline exceeded"), "reset": ("failed_to_download", ""),
+        "truncated": ("failed_to_download", ""), "wrong_type": ("success", ""),
+        "html": ("failed_to_resize", "undecodable"), "huge": ("failed_to_download", "Content-Length"),
+        "noai": ("opted_out", "X-Robots-Tag: noai"), "other_bot": ("success", ""),
+        "scoped": ("opted_out", "X-Robots-Tag: noimageai"), "bomb": ("filtered", "decompression bomb"),
+    }
+    for name, (status, reason) in expected.items():
+        got = seen[faults[name]]
+        assert got[0] == status and reason in got[1], (name, got)
+    assert elapsed < 30  # drip and hang ended at the 2 s deadline, not after the body
+    busy = web.requests_for("/f/429.jpg")
+    assert len(busy) == 2 and busy[1].time - busy[0].time >= 0.95  # Retry-After: 1 honoured
+    assert all(r.headers["User-Agent"].startswith("witbot/") for r in web.requests)
+    report = json.loads((tmp_path / "out" / "crawl_report.json").read_text())
+    assert report["urls"] == len(good) + len(faults) and (tmp_path / "out" / "_SUCCESS").exists()
+    # opted-out images are not stored anywhere
+    with tarfile.open(tmp_path / "out" / "00000.tar") as tar:
+        texts = [tar.extractfile(m).read().decode() for m in tar.getmembers() if m.name.endswith(".json")]
+    stored = {json.loads(t)["url"] for t in texts}
+    assert faults["noai"] not in stored and faults["scoped"] not in stored and faults["other_bot"] in stored
+
+
+def test_robots_txt_is_fetched_once_and_honoured(fake_web, photos, tmp_path):
+    fake_web.set_robots("User-agent: witbot\nDisallow: /private/\n\nUser-agent: *\nDisallow: /\n")
+    allowed = [fake_web.add(f"/public/{i}.jpg", photos[i], "image/jpeg") for i in range(5)]
+    private = [fake_web.add(f"/private/{i}.jpg", photos[i], "image/jpeg") for i in range(5)]
+    urls = write_urls(tmp_path / "urls.parquet", allowed + private)
+    assert crawl.run(["--urls", urls, "--out", str(tmp_path / "out"), "--allow-private-addresses", *FAST]) == 0
+    seen = statuses(tmp_path / "out")
+    assert [seen[u][0] for u in allowed] == ["success"] * 5
+    assert [seen[u] for u in private] == [("opted_out", "disallowed by robots.txt")] * 5
+    assert not any(r.path.startswith("/private/") for r in fake_web.requests)  # no image request sent
+    robots = fake_web.requests_for("/robots.txt")
+    assert len(robots) == 1 and robots[0].time <= min(r.time for r in fake_web.requests if r.path != "/robots.txt")
+
+
+def test_private_and_metadata_addresses_are_refused(fake_web, photos, tmp_path):
+    local = fake_web.add("/a.jpg", photos[0], "image/jpeg")
+    fake_web.add("/meta.jpg", fault="redirect", redirect_to="http://169.254.169.254/computeMetadata/v1/")
+    urls = write_urls(tmp_path / "urls.parquet", [local, "http://metadata.google.internal/x", "ftp://example.org/a.jpg"])
+    assert crawl.run(["--urls", urls, "--out", str(tmp_path / "out"), *FAST]) == 0
+    seen = statuses(tmp_path / "out")
+    assert seen[local][0] == "blocked" and "non-public address 127.0.0.1" in seen[local][1]
+    assert seen["http://metadata.google.internal/x"][0] == "blocked"
+    assert seen["ftp://example.org/a.jpg"][0] == "blocked"
+    assert fake_web.requests == []  # the server saw nothing
+    # a public-looking start that redirects to the metadata server is refused at the hop
+    fetcher = Fetcher(FetchConfig(allow_private=True, robots=False, timeout=3))
+    result = fetcher.fetch(fake_web.url("/meta.jpg"))
+    assert result.status == "blocked" and "metadata" in result.reason
+
+
+def test_x_robots_tag_parsing():
+    assert robots_opt_out(["noai"]) == "noai"
+    assert robots_opt_out(["noindex, nofollow"]) == "noindex"
+    assert robots_opt_out(["googlebot: noindex"]) is None
+    assert robots_opt_out(["witbot: noimageai"]) == "noimageai"
+    assert robots_opt_out(["all"]) is None and robots_opt_out([]) is None
+
+
+def read_back(out: str) -> list[tuple[str, bytes, str]]:
+    fs, root = fsspec.core.url_to_fs(out)
+    samples = []
+    for path in sorted(fs.glob(f"{root}/*.tar")):
+        with fs.open(path, "rb") as handle, tarfile.open(fileobj=io.BytesIO(handle.read())) as tar:
+            samples += [(m.name, tar.extractfile(m).read(), path) for m in tar.getmembers()]
+    return samples
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(fake_web, photos, tmp_path):
+    urls = [fake_web.add(f"/img/{i}.jpg", photos[i % len(photos)], "image/jpeg") for i in range(60)]
+    # later shards hold a slow url each, so the kill lands mid-job
+    urls[25] = fake_web.add("/slow1.jpg", photos[0], fault="hang")
+    urls[45] = fake_web.add("/slow2.jpg", photos[0], fault="hang")
+    path = write_urls(tmp_path / "urls.parquet", urls)
+    args = ["--urls", path, "--allow-private-addresses", "--shard-size", "20", *FAST]
+    assert crawl.run(args + ["--out", str(tmp_path / "full")]) == 0
+    env = {**os.environ, "WIT_QUIET": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.crawl", *args, "--out", str(tmp_path / "killed")],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "killed" / "00000_stats.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert not (tmp_path / "killed" / "_SUCCESS").exists()
+    assert crawl.run(args + ["--out", str(tmp_path / "killed")]) == 0
+    for name in ("00000.tar", "00001.tar", "00002.tar", "00000.parquet", "00001.parquet", "00002.parquet", "sizes.json"):
+        assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "killed" / name).read_bytes(), name
+    report = json.loads((tmp_path / "killed" / "crawl_report.json").read_text())
+    assert report["shards_resumed"] >= 1
+    assert not list((tmp_path / "killed").glob(".*.tmp"))  # no partial file left behind
+
+
+def test_shards_read_by_webdataset_and_openclip(fake_web, photos, tmp_path):
+    urls = [fake_web.add(f"/img/{i}.jpg", photos[i], "image/jpeg") for i in range(30)]
+    path = write_urls(tmp_path / "urls.parquet", urls)
+    out = tmp_path / "out"
+    assert crawl.run(["--urls", path, "--out", str(out), "--allow-private-addresses", "--shard-size", "10",
+                      "--image-size", "64", *FAST]) == 0
+    sizes = json.loads((out / "sizes.json").read_text())
+    assert sizes == {"00000.tar": 10, "00001.tar": 10, "00002.tar": 10, "__total__": 30}
+    import webdataset as wds
+
+    dataset = wds.WebDataset([str(p) for p in sorted(out.glob("*.tar"))], shardshuffle=False).decode("pil").to_tuple(
+        "jpg", "txt", "json")
+    samples = list(dataset)
+    assert len(samples) == 30 and all(img.size == (64, 64) for img, _, _ in samples)
+    assert {meta["url"] for _, _, meta in samples} == set(urls) and samples[0][1] == "caption 0"
+    assert set(samples[0][2]) >= {"uid", "url", "caption", "width", "height", "original_width", "original_height",
+                                  "sha256", "phash", "entry_ids"}
+    from argparse import Namespace
+
+    from open_clip_train.data import get_wds_dataset
+
+    args = Namespace(train_data=f"{out}/{{00000..00002}}.tar", train_num_samples=30, train_data_upsampling_factors=None,
+                     dataset_resampled=False, seed=0, batch_size=10, workers=0, world_size=1, rank=0,
+                     distributed=False, val_data=None)
+    import torchvision.transforms as T
+
+    transform = T.Compose([T.Resize(32), T.ToTensor()])
+    info = get_wds_dataset(args, transform, is_train=True, epoch=0, tokenizer=lambda texts: [len(t) for t in texts])
+    batches = list(info.dataloader)
+    assert sum(len(images) for images, _ in batches) == 30
+
+
+def test_gcs_output(fake_web, photos, tmp_path, gcs_bucket):
+    urls = [fake_web.add(f"/img/{i}.jpg", photos[i], "image/jpeg") for i in range(12)]
+    path = write_urls(tmp_path / "urls.parquet", urls)
+    out = f"{gcs_bucket}/shards"
+    assert crawl.run(["--urls", path, "--out", out, "--allow-private-addresses", "--shard-size", "6", *FAST]) == 0
+    fs, _ = fsspec.core.url_to_fs(out)
+    assert fs.exists(f"{out}/_SUCCESS") and len(read_back(out)) == 12 * 3
+    with fs.open(f"{out}/sizes.json", "rt") as handle:
+        assert json.load(handle)["__total__"] == 12
+
+
+def test_success_ratio_alarm_fails_the_job(fake_web, tmp_path):
+    urls = [fake_web.add(f"/page{i}.jpg", fault="html") for i in range(5)]
+    path = write_urls(tmp_path / "urls.parquet", urls)
+    with pytest.raises(Exception, match=r"success ratio 0.000 < --min-success-ratio 0.5.*failed_to_resize': 5"):
+        crawl.run(["--urls", path, "--out", str(tmp_path / "out"), "--allow-private-addresses",
+                   "--min-success-ratio", "0.5", *FAST])
+    assert (tmp_path / "out" / "crawl_report.json").exists() and not (tmp_path / "out" / "_SUCCESS").exists()
