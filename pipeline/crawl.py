@@ -302,7 +302,11 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Run through the importable module, not __main__: worker processes (multi_processing,
+    # Dataflow) unpickle our DoFns and records by module path.
+    import importlib
+
     from wit.logs import setup_logging
 
     setup_logging()
-    sys.exit(run())
+    sys.exit(importlib.import_module("pipeline.crawl").run())

@@ -219,3 +219,15 @@ def test_success_ratio_alarm_fails_the_job(fake_web, tmp_path):
         crawl.run(["--urls", path, "--out", str(tmp_path / "out"), "--allow-private-addresses",
                    "--min-success-ratio", "0.5", *FAST])
     assert (tmp_path / "out" / "crawl_report.json").exists() and not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_multi_process_workers_run_the_module_entry_point(fake_web, photos, tmp_path):
+    """`python -m pipeline.crawl` with 2 worker processes: DoFns and records unpickle by module path."""
+    urls = [fake_web.add(f"/img/{i}.jpg", photos[i], "image/jpeg") for i in range(8)]
+    path = write_urls(tmp_path / "urls.parquet", urls)
+    result = subprocess.run([sys.executable, "-m", "pipeline.crawl", "--urls", path, "--out", str(tmp_path / "out"),
+                             "--allow-private-addresses", "--shard-size", "4", *FAST, "--direct_num_workers", "2",
+                             "--direct_running_mode", "multi_processing"],
+                            env={**os.environ, "WIT_QUIET": "1"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "sizes.json").read_text())["__total__"] == 8

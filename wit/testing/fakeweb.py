@@ -350,3 +350,24 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a folder on loopback in its own process (benchmarks keep the server off the
+    crawler's GIL): ``python -m wit.testing.fakeweb --root DIR [--port N]``; prints the base url."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="serve a folder on 127.0.0.1 (wit's test web)")
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    web = FakeWeb(root=args.root)
+    web._server = _Server((web.host, args.port), type("Handler", (_Handler,), {"web": web}))
+    print(web.base_url, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: web._server.shutdown())
+    web._server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

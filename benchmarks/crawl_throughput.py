@@ -1,0 +1,149 @@
+"""Crawl throughput: `wit crawl` against `img2dataset.download()`, same urls, same server.
+
+Builds a folder of real photos at typical web size (the ImageNet sample in ``../shared/data``
+upscaled to about 640 px on the short side, several variants each: flips, crops and colour
+shifts, so every file is distinct, about 100 KB), serves it from a separate process with wit's
+loopback web server, and crawls the same url list with both tools, same image size, resize mode
+and encode quality, on this machine's 2 cores:
+
+- img2dataset: ``processes_count=2, thread_count=32``;
+- ours: the Beam job on the FnApiRunner with 2 worker processes, 32 threads each, every safety
+  feature on (robots.txt, X-Robots-Tag, deadlines, byte cap, address checks with the loopback
+  allowance a local run needs, per-host cap raised for the single host).
+
+Prints wall time, images/s, images/s per core, output bytes per image, and the ratio.
+
+    .venv/bin/python benchmarks/crawl_throughput.py [--images 6000] [--workdir /tmp/wit-crawl-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from wit.testing.shared_data import shared_data_dir
+
+CORES = os.cpu_count() or 2
+
+
+def make_photos(target: Path, count: int) -> list[Path]:
+    target.mkdir(parents=True, exist_ok=True)
+    existing = sorted(target.glob("*.jpg"))
+    if len(existing) >= count:
+        return existing[:count]
+    data = shared_data_dir()
+    if data is None:
+        raise SystemExit("needs the shared data folder ($WIT_SHARED_DATA or ../shared/data)")
+    sources = sorted((data / "images/photos/imagenet_sample").glob("*.JPEG"))
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        img = cv2.imread(str(sources[index % len(sources)]))
+        variant = index // len(sources)
+        if variant % 2:
+            img = img[:, ::-1]
+        h, w = img.shape[:2]
+        crop = 1.0 - 0.04 * (variant % 5)
+        top, left = int((h - h * crop) / 2), int((w - w * crop) / 2)
+        img = img[top:top + int(h * crop), left:left + int(w * crop)]
+        scale = 640 / min(img.shape[:2])
+        img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)), interpolation=cv2.INTER_CUBIC)
+        img = np.clip(img.astype(np.int16) + rng.integers(-6, 7, size=3), 0, 255).astype(np.uint8)
+        path = target / f"{index:06d}.jpg"
+        cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        paths.append(path)
+    return paths
+
+
+def serve(root: Path) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen([sys.executable, "-m", "wit.testing.fakeweb", "--root", str(root)],
+                               stdout=subprocess.PIPE, text=True)
+    return process, process.stdout.readline().strip()
+
+
+def output_stats(folder: Path) -> tuple[int, int]:
+    import tarfile
+
+    images, size = 0, 0
+    for tar_path in folder.rglob("*.tar"):
+        with tarfile.open(tar_path) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".jpg"):
+                    images += 1
+                    size += member.size
+    return images, size
+
+
+def run_img2dataset(urls: Path, out: Path, size: int) -> float:
+    code = f"""
+import img2dataset
+img2dataset.download(url_list={str(urls)!r}, input_format="parquet", url_col="url", caption_col="caption",
+    output_format="webdataset", output_folder={str(out)!r}, processes_count=2, thread_count=32,
+    image_size={size}, resize_mode="border", encode_quality=95, number_sample_per_shard=1000,
+    timeout=10, retries=0, disallowed_header_directives=[], enable_wandb=False)
+"""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    return time.perf_counter() - started
+
+
+def run_ours(urls: Path, out: Path, size: int) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pipeline.crawl", "--urls", str(urls), "--out", str(out),
+                    "--image-size", str(size), "--resize-mode", "border", "--encode-quality", "95",
+                    "--shard-size", "1000", "--threads-per-worker", "32", "--per-host-connections", "64",
+                    "--allow-private-addresses", "--direct_num_workers", "2",
+                    "--direct_running_mode", "multi_processing"], check=True,
+                   env={**os.environ, "WIT_QUIET": "1"})
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=6000)
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--workdir", default="/tmp/wit-crawl-bench")
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    photos = make_photos(work / "www", args.images)
+    mean_kb = sum(p.stat().st_size for p in photos) / len(photos) / 1024
+    server, base = serve(work / "www")
+    try:
+        urls = work / "urls.parquet"
+        pq.write_table(pa.table({"url": [f"{base}/{p.name}" for p in photos],
+                                 "caption": [f"photo {p.stem}" for p in photos]}), urls)
+        results = {}
+        for name, runner in (("img2dataset", run_img2dataset), ("wit crawl", run_ours)):
+            out = work / name.replace(" ", "_")
+            shutil.rmtree(out, ignore_errors=True)
+            seconds = runner(urls, out, args.image_size)
+            images, size = output_stats(out)
+            results[name] = {"seconds": seconds, "images": images, "images_per_s": images / seconds,
+                             "images_per_s_per_core": images / seconds / CORES,
+                             "bytes_per_image": size / max(images, 1)}
+    finally:
+        server.terminate()
+    print(f"{len(photos):,} distinct photos, mean {mean_kb:.0f} KB, {args.image_size} px border, quality 95, "
+          f"{CORES} cores")
+    for name, r in results.items():
+        print(f"  {name:12s} {r['seconds']:6.1f} s wall  {r['images']:6,} images  {r['images_per_s']:7.1f} img/s  "
+              f"{r['images_per_s_per_core']:6.1f} img/s/core  {r['bytes_per_image'] / 1024:5.1f} KB/image")
+    ratio = results["wit crawl"]["images_per_s"] / results["img2dataset"]["images_per_s"]
+    print(f"  ratio wit / img2dataset (end-to-end images/s): {ratio:.2f}  (goal >= 2)")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
