@@ -65,7 +65,7 @@ def _reduced_flag(width: int, height: int, config: ImageConfig) -> tuple[int, in
         return cv2.IMREAD_UNCHANGED, 1
     needed = max(width, height) if config.resize_mode == "border" else min(width, height)
     for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
-        if needed // factor >= config.image_size * 2:  # keep 2x margin: INTER_AREA does the rest
+        if needed // factor >= config.image_size * 1.25:  # a 25% margin: INTER_AREA does the rest
             return flag, factor
     return cv2.IMREAD_UNCHANGED, 1
 
@@ -79,8 +79,9 @@ def phash(image: np.ndarray) -> str:
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
 
 
-def _resize(img: np.ndarray, config: ImageConfig) -> np.ndarray:
-    height, width = img.shape[:2]
+def _resize(img: np.ndarray, config: ImageConfig, width: int, height: int) -> np.ndarray:
+    """Resize ``img`` (possibly decoded at reduced scale) to the size the original
+    ``width`` x ``height`` image would get, so reduced decoding never changes output sizes."""
     size = config.image_size
     if config.resize_mode == "no":
         return img
@@ -89,8 +90,8 @@ def _resize(img: np.ndarray, config: ImageConfig) -> np.ndarray:
     else:
         scale = size / max(height, width)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    if (new_w, new_h) != (width, height):
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LANCZOS4
+    if (new_w, new_h) != (img.shape[1], img.shape[0]):
+        interpolation = cv2.INTER_AREA if new_w < img.shape[1] else cv2.INTER_LANCZOS4
         img = cv2.resize(img, (new_w, new_h), interpolation=interpolation)
     if config.resize_mode == "center_crop":
         top, left = (new_h - size) // 2, (new_w - size) // 2
@@ -135,7 +136,7 @@ def process(data: bytes, config: ImageConfig) -> Processed:
     elif img.shape[2] == 4:
         alpha = img[:, :, 3:4].astype(np.float32) / 255.0
         img = np.rint(alpha * img[:, :, :3] + (1 - alpha) * 255).clip(0, 255).astype(np.uint8)
-    img = _resize(img, config)
+    img = _resize(img, config, width, height)
     params = {"jpg": [cv2.IMWRITE_JPEG_QUALITY, config.encode_quality],
               "png": [cv2.IMWRITE_PNG_COMPRESSION, min(config.encode_quality, 9)],
               "webp": [cv2.IMWRITE_WEBP_QUALITY, config.encode_quality]}[config.encode_format]

@@ -70,8 +70,8 @@ class QueryListConfig:
         for name in ("min_count", "bigram_min_count", "title_min_views"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.bigram_budget < 0 or self.target_size < 1:
-            raise ValueError("--bigram-budget must be >= 0 and --target-size >= 1")
+        if self.bigram_budget < 0 or self.target_size < 1 or self.count_shards < 1:
+            raise ValueError("--bigram-budget must be >= 0, --target-size and --count-shards >= 1")
 
     def thresholds(self) -> dict:
         return {"min_count": self.min_count, "bigram_min_count": self.bigram_min_count,
@@ -93,6 +93,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bigram-budget", type=int, default=100_000, help="at most this many bigrams, by PMI")
     parser.add_argument("--title-min-views", type=int, default=70, help="minimum summed views of a title")
     parser.add_argument("--target-size", type=int, default=500_000, help="cap on the list size")
+    parser.add_argument("--count-shards", type=int, default=256,
+                        help="hash shards of the count merge (raise for the full dump: smaller accumulators)")
     parser.add_argument("--skip-bad-input", action="store_true",
                         help="record unreadable files/pages in the stats instead of failing")
 
@@ -110,7 +112,7 @@ def config_from_args(args: argparse.Namespace) -> QueryListConfig:
         wiki=args.wiki or [], out=args.out, pageviews=args.pageviews or [], wordnet=args.wordnet,
         use_wordnet=args.use_wordnet, min_count=args.min_count, bigram_min_count=args.bigram_min_count,
         bigram_budget=args.bigram_budget, title_min_views=args.title_min_views, target_size=args.target_size,
-        skip_bad_input=args.skip_bad_input)
+        skip_bad_input=args.skip_bad_input, count_shards=args.count_shards)
 
 
 # -- DoFns (thin wrappers around the pure functions) -------------------------------------------

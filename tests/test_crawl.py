@@ -231,3 +231,27 @@ def test_multi_process_workers_run_the_module_entry_point(fake_web, photos, tmp_
                             env={**os.environ, "WIT_QUIET": "1"}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "sizes.json").read_text())["__total__"] == 8
+
+
+def test_images_match_img2dataset_output_format_and_quality(photos):
+    """Our resize/encode keeps img2dataset's output: same sizes, same look (PSNR), same format."""
+    import cv2
+    import numpy as np
+    from img2dataset.resizer import Resizer
+
+    from pipeline.images import ImageConfig, process
+
+    for mode in ("border", "keep_ratio", "center_crop"):
+        theirs = Resizer(128, mode, False, encode_quality=95)
+        scores = []
+        for data in photos[:20]:
+            expected, width, height, original_width, original_height, error = theirs(io.BytesIO(data))
+            ours = process(data, ImageConfig(image_size=128, resize_mode=mode))
+            assert error is None and ours.status == "success"
+            assert (ours.width, ours.height, ours.original_width, ours.original_height) == (
+                width, height, original_width, original_height), mode
+            a = cv2.imdecode(np.frombuffer(expected, np.uint8), 1).astype(float)
+            b = cv2.imdecode(np.frombuffer(ours.data, np.uint8), 1).astype(float)
+            scores.append(10 * np.log10(255**2 / max(np.mean((a - b) ** 2), 1e-9)))
+            assert ours.data[:3] == b"\xff\xd8\xff"  # JPEG
+        assert np.median(scores) > 35, (mode, scores)
