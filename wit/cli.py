@@ -4,6 +4,7 @@
     wit queries --wiki DUMP --out DIR   build the query list (query_list.build)
     wit curate --pool GLOB --queries metadata.json --out DIR   match and balance (pipeline.curate)
     wit crawl --urls GLOB --out DIR  images into webdataset shards (pipeline.crawl)
+    wit tokenizer train --captions GLOB --out DIR   a BPE vocabulary from our captions
     wit doctor                      check this machine and print fixes
 
 Each stage adds its subcommand here as it lands. Stage subcommands that are Beam jobs hand
@@ -42,6 +43,8 @@ COMMANDS: dict[str, Command] = {
                       "pipeline.curate", arguments=None, entry="run", passthrough=True),
     "crawl": Command("download the images of a url list into webdataset shards (Beam job)",
                      "pipeline.crawl", arguments=None, entry="run", passthrough=True),
+    "tokenizer": Command("train a byte-level BPE vocabulary from captions (`wit tokenizer train`)",
+                         "trainer.tokenizer"),
     "doctor": Command("check versions, the local Beam runner, WordNet, GCS access and disk; print fixes", "wit.doctor"),
 }
 
