@@ -91,6 +91,11 @@ def main() -> None:
         automaton.add_word(key, entry_id) if key not in automaton else None
     automaton.make_automaton()
     build_seconds = time.perf_counter() - started
+    first_id: dict[str, int] = {}
+    for entry_id, key in enumerate(keys):
+        first_id.setdefault(key, entry_id)
+    for text, expected in zip(sample, naive):  # both methods find the same entries
+        assert {entry_id for _, entry_id in automaton.iter(text)} == {first_id[keys[i]] for i in expected}
     corpus = spaced * args.repeat
     started = time.perf_counter()
     matched = 0

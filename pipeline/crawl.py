@@ -41,7 +41,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline import images, shards
 from pipeline.fetch import FetchConfig, Fetcher
 from query_list.sources import expand
-from wit.beam import TolerantParser, make_pipeline, pipeline_options, split_args
+from wit.beam import TolerantParser, run_job
 from wit.storage import join, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -284,19 +284,8 @@ def build_pipeline(pipeline, config: CrawlConfig) -> None:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="wit crawl", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args, beam_args = split_args(parser, argv)
-    if not args.urls or not args.out:
-        parser.error("--urls and --out are required")
-    try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    pipeline = make_pipeline(pipeline_options(beam_args))
-    build_pipeline(pipeline, config)
-    pipeline.run().wait_until_finish()
+    config = run_job(argv, prog="wit crawl", doc=__doc__, add_arguments=add_arguments, required=['urls', 'out'],
+                     config_from_args=config_from_args, build_pipeline=build_pipeline)
     log.info("crawl written to %s", config.out)
     return 0
 

@@ -46,7 +46,7 @@ from pipeline import balance, candidates, report
 from pipeline.clean import CleanConfig, clean_caption, clean_url, uid_of
 from pipeline.match import Matcher, load_entries, spaced_form
 from query_list.sources import expand
-from wit.beam import MergeCounts, TolerantParser, make_pipeline, pipeline_options, split_args, windowed
+from wit.beam import MergeCounts, TolerantParser, run_job, windowed
 from wit.storage import join, write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -393,19 +393,8 @@ def build_pipeline(pipeline, config: CurateConfig) -> None:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="wit curate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args, beam_args = split_args(parser, argv)
-    if not args.pool or not args.queries or not args.out:
-        parser.error("--pool, --queries and --out are required")
-    try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    pipeline = make_pipeline(pipeline_options(beam_args))
-    build_pipeline(pipeline, config)
-    pipeline.run().wait_until_finish()
+    config = run_job(argv, prog="wit curate", doc=__doc__, add_arguments=add_arguments, required=['pool', 'queries', 'out'],
+                     config_from_args=config_from_args, build_pipeline=build_pipeline)
     log.info("curated pairs written under %s", config.out)
     return 0
 

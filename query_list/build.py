@@ -42,7 +42,7 @@ from query_list import assemble, pageviews, sources, wikitext
 from query_list.assemble import Entry
 from query_list.tokens import is_word, normalize, segments, tokenize
 from query_list.wordnet import find_wordnet_dir, iter_head_lemmas
-from wit.beam import MergeCounts, TolerantParser, make_pipeline, pipeline_options, split_args, windowed
+from wit.beam import MergeCounts, TolerantParser, run_job, windowed
 
 log = logging.getLogger(__name__)
 
@@ -399,22 +399,8 @@ def build_pipeline(pipeline, config: QueryListConfig) -> None:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="wit queries", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args, beam_args = split_args(parser, argv)
-    if not args.wiki or not args.out:
-        parser.error("--wiki and --out are required")
-    try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    options = pipeline_options(beam_args)
-    pipeline = make_pipeline(options)
-    build_pipeline(pipeline, config)
-    log.info("building the query list from %d wiki pattern(s) into %s", len(config.wiki), config.out)
-    result = pipeline.run()
-    result.wait_until_finish()
+    config = run_job(argv, prog="wit queries", doc=__doc__, add_arguments=add_arguments, required=['wiki', 'out'],
+                     config_from_args=config_from_args, build_pipeline=build_pipeline)
     log.info("wrote %s/metadata.json", config.out.rstrip("/"))
     return 0
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import re
@@ -269,10 +268,7 @@ def test_job_outputs_accounting_and_determinism(job_inputs, tmp_path):
     assert dict(kept_from_urls) == {int(i): int(k) for i, k in zip(counts.entry_id, counts.kept) if k}
     assert (counts.kept <= counts.matched).all()
     assert (tmp_path / "a" / "balance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # img2dataset reads the url shards as they are (its reader takes url/caption columns)
-    from img2dataset.reader import Reader  # noqa: F401  (importable: the columns are what it expects)
-
-    assert {"url", "caption"} <= set(urls.column_names)
+    assert {"url", "caption"} <= set(urls.column_names)  # img2dataset's default url_col / caption_col
 
 
 def test_rebalance_over_crawl_status_rows(job_inputs, tmp_path):

@@ -25,7 +25,7 @@ def run_job(*args: str) -> None:
     assert build.run(list(args)) == 0
 
 
-def read_outputs(out: str) -> tuple[list[str], "pandas.DataFrame", dict]:  # noqa: F821
+def read_outputs(out: str) -> tuple[list[str], object, dict]:
     with fsspec.open(f"{out}/metadata.json", "rt", encoding="utf-8") as handle:
         metadata = json.load(handle)
     with fsspec.open(f"{out}/entries.parquet", "rb") as handle:

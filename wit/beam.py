@@ -143,3 +143,26 @@ def windowed(value):
     from apache_beam.utils.windowed_value import WindowedValue
 
     return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
+
+
+def run_job(argv, *, prog: str, doc: str, add_arguments, required: Sequence[str], config_from_args,
+            build_pipeline) -> object:
+    """The one way a wit Beam job starts: our flags parsed strictly (unknown ones are errors),
+    the rest handed to Beam with the local runner pinned, the graph built, run to the end.
+    Returns the job's config (for the caller's closing log line)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args, beam_args = split_args(parser, argv)
+    missing = [f"--{name.replace('_', '-')}" for name in required if not getattr(args, name)]
+    if missing:
+        parser.error(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    pipeline = make_pipeline(pipeline_options(beam_args))
+    build_pipeline(pipeline, config)
+    pipeline.run().wait_until_finish()
+    return config
