@@ -5,6 +5,7 @@
     wit curate --pool GLOB --queries metadata.json --out DIR   match and balance (pipeline.curate)
     wit crawl --urls GLOB --out DIR  images into webdataset shards (pipeline.crawl)
     wit tokenizer train --captions GLOB --out DIR   a BPE vocabulary from our captions
+    wit eval zeroshot --checkpoint DIR --images DIR --labels TSV --classnames JSON
     wit doctor                      check this machine and print fixes
 
 Each stage adds its subcommand here as it lands. Stage subcommands that are Beam jobs hand
@@ -45,6 +46,8 @@ COMMANDS: dict[str, Command] = {
                      "pipeline.crawl", arguments=None, entry="run", passthrough=True),
     "tokenizer": Command("train a byte-level BPE vocabulary from captions (`wit tokenizer train`)",
                          "trainer.tokenizer"),
+    "eval": Command("evaluate a model: `wit eval zeroshot` (prompt-template zero-shot classification)",
+                    "trainer.zeroshot"),
     "doctor": Command("check versions, the local Beam runner, WordNet, GCS access and disk; print fixes", "wit.doctor"),
 }
 
