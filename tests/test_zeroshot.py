@@ -85,3 +85,53 @@ def test_bad_inputs_are_clear(cifar, tmp_path):
         load_labels(bad, ["a", "b"])
     with pytest.raises(FileNotFoundError, match="not a model folder"):
         load_model(tmp_path)
+
+
+def test_linear_probe_logic_on_separable_features():
+    import numpy as np
+
+    from trainer.probe import linear_probe, split_indices
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 50)
+    features = rng.normal(size=(200, 16)) + 4 * np.eye(16)[labels]
+    train, test = split_indices(labels, 0.3, seed=0)
+    assert len(set(train) & set(test)) == 0 and len(train) + len(test) == 200
+    assert all((labels[test] == c).sum() == 15 for c in range(4))  # stratified
+    result = linear_probe(features, labels)
+    assert result["test_accuracy"] > 0.9 and result["test"] == 60
+    noise = linear_probe(rng.normal(size=(200, 16)), labels)
+    assert noise["test_accuracy"] < 0.5  # nothing to learn: near chance (0.25)
+
+
+def test_recall_at_k():
+    from trainer.probe import recall_at_k
+
+    images = torch.eye(4)
+    texts = torch.eye(4).repeat_interleave(2, dim=0)  # two captions per image
+    result = recall_at_k(images, texts, [0, 0, 1, 1, 2, 2, 3, 3], ks=(1,))
+    assert result == {"image_to_text_R@1": 1.0, "text_to_image_R@1": 1.0}
+    shuffled = recall_at_k(images, texts, [1, 1, 2, 2, 3, 3, 0, 0], ks=(1,))
+    assert shuffled["image_to_text_R@1"] == 0.0
+
+
+def test_probe_and_retrieval_commands_on_real_data(cifar, model_folder, tmp_path):
+    images, labels, classnames, _, data = cifar
+    wit = str(Path(sys.executable).with_name("wit"))
+    env = {**os.environ, "WIT_QUIET": "1"}
+    out = tmp_path / "probe.json"
+    result = subprocess.run([wit, "eval", "linear-probe", "--checkpoint", str(model_folder), "--images", str(images),
+                             "--labels", str(labels), "--classnames", str(classnames), "--task", "CIFAR10",
+                             "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    probe = json.loads(out.read_text())
+    assert probe["train"] + probe["test"] == 300 and 0.0 <= probe["test_accuracy"] <= 1.0
+    coco = data / "images/eval/coco_val2017_mini"
+    out = tmp_path / "retrieval.json"
+    result = subprocess.run([wit, "eval", "retrieval", "--checkpoint", str(model_folder), "--images", str(coco),
+                             "--captions", str(coco / "captions.tsv"), "--out", str(out)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    recall = json.loads(out.read_text())
+    assert recall["images"] == 79 and recall["captions"] == 395
+    assert recall["image_to_text_R@1"] <= recall["image_to_text_R@5"] <= recall["image_to_text_R@10"]

@@ -4,6 +4,8 @@ cosine similarity to those class embeddings.
 
     wit eval zeroshot --checkpoint CKPT_DIR --images DIR --labels labels.tsv \\
         --classnames labels.json --templates templates.json [--task CIFAR10] [--out result.json]
+    wit eval linear-probe --checkpoint CKPT_DIR --images DIR --labels labels.tsv [--test-fraction 0.3]
+    wit eval retrieval --checkpoint CKPT_DIR --images DIR --captions captions.tsv
 
 ``--labels``: a TSV with a header and at least ``file`` (relative to ``--images``) and ``label``
 (a class name or index). ``--classnames`` / ``--templates``: JSON lists, or dicts keyed by task as
@@ -131,6 +133,20 @@ def zeroshot(model: CLIP, tokenizer, images_dir: str, labels_path: str, classnam
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
+    probe = sub.add_parser("linear-probe", help="logistic regression on frozen image features (held-out split)")
+    probe.add_argument("--checkpoint", required=True)
+    probe.add_argument("--images", required=True)
+    probe.add_argument("--labels", required=True, help="TSV with header: file, label")
+    probe.add_argument("--classnames", default=None, help="JSON list or dict by task (labels may then be names)")
+    probe.add_argument("--task", default=None)
+    probe.add_argument("--test-fraction", type=float, default=0.3)
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--out", default=None)
+    ret = sub.add_parser("retrieval", help="image-text recall@k on a caption set (e.g. COCO)")
+    ret.add_argument("--checkpoint", required=True)
+    ret.add_argument("--images", required=True)
+    ret.add_argument("--captions", required=True, help="TSV with header: file, caption (several rows per image)")
+    ret.add_argument("--out", default=None)
     zs = sub.add_parser("zeroshot", help="zero-shot classification with prompt templates")
     zs.add_argument("--checkpoint", required=True, help="a model folder (config.json, model.pt, tokenizer/)")
     zs.add_argument("--images", required=True, help="folder of images named in --labels")
@@ -142,14 +158,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from trainer import probe
     from trainer.checkpoint import load_model
 
     model, tokenizer = load_model(args.checkpoint)
+    if args.action == "retrieval":
+        result = probe.retrieval(model, tokenizer, args.images, args.captions)
+        print(" ".join(f"{k} {v:.3f}" for k, v in result.items() if "R@" in k))
+        return _write(result, args.out)
+    if args.action == "linear-probe":
+        names = load_task_list(args.classnames, args.task, "class names") if args.classnames else None
+        rows = load_labels(args.labels, names) if names else _indexed_labels(args.labels)
+        result = probe.probe_from_folder(model, args.images, rows, args.test_fraction, args.seed)
+        print(f"linear probe: test accuracy {result['test_accuracy']:.3f} (C={result['C']}, "
+              f"{result['train']} train / {result['test']} test)")
+        return _write(result, args.out)
     classnames = load_task_list(args.classnames, args.task, "class names")
     templates = load_task_list(args.templates, args.task, "templates") if args.templates else DEFAULT_TEMPLATES
     result = zeroshot(model, tokenizer, args.images, args.labels, classnames, templates)
     print(f"zero-shot {args.task or ''}: top-1 {result['top1']:.3f}, top-5 {result['top5']:.3f} "
           f"on {result['n']} images, {len(classnames)} classes (chance {result['chance']:.3f})")
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return _write(result, args.out)
+
+
+def _write(result: dict, out: str | None) -> int:
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def _indexed_labels(path: str) -> list[tuple[str, int]]:
+    """Labels without a class-name list: each distinct label value is a class."""
+    with open(path, newline="") as handle:
+        rows = [(r["file"], r["label"]) for r in csv.DictReader(handle, delimiter="\t")]
+    classes = {label: i for i, label in enumerate(sorted({label for _, label in rows}))}
+    return [(name, classes[label]) for name, label in rows]

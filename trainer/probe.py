@@ -1,0 +1,85 @@
+"""Linear probes (the paper's protocol) and image-text retrieval on frozen CLIP features.
+
+Linear probe: L2-regularised logistic regression (scikit-learn, L-BFGS) on the image features
+of a labelled set, the regularisation strength chosen on a held-out part of the training split,
+accuracy reported on a test split never seen while fitting. Retrieval: recall@k both ways on a
+caption set (an image with several captions counts as retrieved when any of them is).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from trainer.zeroshot import image_features, load_images
+
+
+def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified split: the same fraction of every class goes to the test side."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        cut = max(1, int(round(len(members) * test_fraction)))
+        test += list(members[:cut])
+        train += list(members[cut:])
+    return np.array(sorted(train)), np.array(sorted(test))
+
+
+def linear_probe(features: np.ndarray, labels: np.ndarray, test_fraction: float = 0.3, seed: int = 0,
+                 strengths: Sequence[float] = (0.01, 0.1, 1.0, 10.0, 100.0)) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    train, test = split_indices(labels, test_fraction, seed)
+    fit, held = split_indices(labels[train], 0.2, seed + 1)
+    best_c, best = strengths[0], -1.0
+    for c in strengths:  # the paper sweeps C on a validation split
+        model = LogisticRegression(C=c, max_iter=1000).fit(features[train][fit], labels[train][fit])
+        score = model.score(features[train][held], labels[train][held])
+        if score > best:
+            best_c, best = c, score
+    final = LogisticRegression(C=best_c, max_iter=1000).fit(features[train], labels[train])
+    return {"train": int(len(train)), "test": int(len(test)), "C": best_c, "validation_accuracy": best,
+            "test_accuracy": float(final.score(features[test], labels[test]))}
+
+
+def recall_at_k(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, text_to_image: Sequence[int],
+                ks: Sequence[int] = (1, 5, 10)) -> dict:
+    owner = torch.tensor(text_to_image)
+    similarity = image_embeddings @ text_embeddings.T  # images x texts
+    result = {}
+    ranked_texts = similarity.argsort(dim=1, descending=True)
+    ranked_images = similarity.T.argsort(dim=1, descending=True)
+    for k in ks:
+        image_hits = (owner[ranked_texts[:, :k]] == torch.arange(len(image_embeddings))[:, None]).any(dim=1)
+        text_hits = (ranked_images[:, :k] == owner[:, None]).any(dim=1)
+        result[f"image_to_text_R@{k}"] = image_hits.float().mean().item()
+        result[f"text_to_image_R@{k}"] = text_hits.float().mean().item()
+    return result
+
+
+@torch.no_grad()
+def retrieval(model, tokenizer, images_dir: str, captions_tsv: str) -> dict:
+    """recall@k on a caption set given as a TSV with ``file`` and ``caption`` columns."""
+    with open(captions_tsv, newline="") as handle:
+        rows = [(r["file"], r["caption"]) for r in csv.DictReader(handle, delimiter="\t")]
+    files = sorted({name for name, _ in rows})
+    index = {name: i for i, name in enumerate(files)}
+    images, _ = load_images(images_dir, [(name, 0) for name in files], model.config.vision.image_size)
+    image_embeddings = image_features(model, images)
+    texts = [caption for _, caption in rows]
+    text_embeddings = torch.cat([model.encode_text(tokenizer(texts[i:i + 256])) for i in range(0, len(texts), 256)])
+    result = recall_at_k(image_embeddings, text_embeddings, [index[name] for name, _ in rows])
+    result.update(images=len(files), captions=len(rows))
+    return result
+
+
+def probe_from_folder(model, images_dir: str | Path, labels: Sequence[tuple[str, int]], test_fraction: float,
+                      seed: int) -> dict:
+    images, _ = load_images(images_dir, labels, model.config.vision.image_size)
+    features = image_features(model, images).numpy()
+    return linear_probe(features, np.array([label for _, label in labels]), test_fraction, seed)
