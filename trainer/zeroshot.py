@@ -78,8 +78,10 @@ def load_labels(path: str | Path, classnames: Sequence[str]) -> list[tuple[str, 
 def build_classifier(model: CLIP, tokenizer, classnames: Sequence[str], templates: Sequence[str],
                      device: str = "cpu") -> torch.Tensor:
     """(embed_dim, classes): per class, the normalised mean of its normalised template embeddings."""
+    from wit.logs import progress
+
     weights = []
-    for name in classnames:
+    for name in progress(classnames, desc="class embeddings", total=len(classnames), unit="class"):
         tokens = tokenizer([template.format(name) for template in templates]).to(device)
         embedding = model.encode_text(tokens).mean(dim=0)
         weights.append(F.normalize(embedding, dim=-1))
@@ -107,9 +109,11 @@ def accuracy(features: torch.Tensor, classifier: torch.Tensor, labels: torch.Ten
 
 
 def load_images(folder: str | Path, rows: Sequence[tuple[str, int]], image_size: int) -> tuple[torch.Tensor, list[str]]:
+    from wit.logs import progress
+
     transform = eval_transform(image_size)
     tensors, unreadable = [], []
-    for name, _ in rows:
+    for name, _ in progress(rows, desc="loading images", total=len(rows), unit="img"):
         try:
             with Image.open(Path(folder) / name) as image:
                 tensors.append(transform(image))
