@@ -131,7 +131,8 @@ class Watchdog:
         with self._wake:
             token = next(self._ids)
             self._heapq.heappush(self._heap, (deadline, token, sock))
-            self._wake.notify()
+            if self._heap[0][1] == token:  # only an earlier deadline needs the thread awake
+                self._wake.notify()
             return token
 
     def disarm(self, token: int) -> None:
