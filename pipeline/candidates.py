@@ -217,7 +217,7 @@ def read_warc(path: str) -> Iterator[Raw | Bad]:
 
 
 # -- url lists ----------------------------------------------------------------------------------
-def _resolve_column(names: list[str], wanted: str, path: str) -> str | None:
+def _resolve_column(names: list[str], wanted: str) -> str | None:
     if wanted in names:
         return wanted
     folded = {name.lower(): name for name in names}
@@ -230,8 +230,8 @@ def read_parquet(path: str, config: ReaderConfig) -> Iterator[Raw | Bad]:
     with fsspec.open(path, "rb") as handle:
         parquet = pq.ParquetFile(handle)
         names = parquet.schema_arrow.names
-        url_col = _resolve_column(names, config.url_col, path)
-        caption_col = _resolve_column(names, config.caption_col, path)
+        url_col = _resolve_column(names, config.url_col)
+        caption_col = _resolve_column(names, config.caption_col)
         if url_col is None:
             yield Bad(path, "missing_column", f"no url column {config.url_col!r} (columns: {names})")
             return
@@ -287,8 +287,8 @@ class _Delimited:
             if self.delimiter == "\t" and len(fields) >= 2 and _looks_like_url(fields[1]) and not _looks_like_url(fields[0]):
                 self.caption_index, self.url_index = 0, 1  # CC3M: caption<TAB>url, no header
             else:
-                url_name = _resolve_column(fields, self.config.url_col, self.path)
-                caption_name = _resolve_column(fields, self.config.caption_col, self.path)
+                url_name = _resolve_column(fields, self.config.url_col)
+                caption_name = _resolve_column(fields, self.config.caption_col)
                 if url_name is None:
                     raise _Stop(f"no url column {self.config.url_col!r} (header: {fields})")
                 self.url_index = fields.index(url_name)
@@ -311,8 +311,8 @@ def _jsonl(config: ReaderConfig, path: str):
         if not isinstance(record, dict):
             yield Bad(source, "bad_record", "a JSON line that is not an object")
             return
-        url_key = _resolve_column(list(record), config.url_col, path)
-        caption_key = _resolve_column(list(record), config.caption_col, path)
+        url_key = _resolve_column(list(record), config.url_col)
+        caption_key = _resolve_column(list(record), config.caption_col)
         yield Raw(record.get(url_key) if url_key else None, record.get(caption_key) if caption_key else None, source)
 
     return parse

@@ -90,13 +90,9 @@ def independent_counts(dump: Path) -> Counter:
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
-    from wit.testing.shared_data import in_ci, shared_data_dir
+    from tests.conftest import require_shared_data
 
-    data = shared_data_dir()
-    if data is None:
-        if in_ci():
-            pytest.fail("shared data missing under CI=true")
-        pytest.skip("shared data missing")
+    data = require_shared_data()
     folder = tmp_path_factory.mktemp("queries")
     views = write_pageviews(folder)
     out = str(folder / "out")

@@ -66,7 +66,7 @@ def test_classifier_from_the_images_themselves_is_perfect(cifar, model_folder):
     model, _ = load_model(model_folder)
     classnames = load_task_list(classnames_path, "CIFAR10", "class names")
     rows = load_labels(labels_path, classnames)[:40]
-    images, _ = load_images(images_dir, rows, 32)
+    images = load_images(images_dir, rows, 32)
     features = image_features(model, images)
     result = accuracy(features, features.T.clone(), torch.arange(len(rows)), [f"image {i}" for i in range(len(rows))])
     assert result["top1"] == 1.0 and result["top5"] == 1.0

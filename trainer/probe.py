@@ -69,7 +69,7 @@ def retrieval(model, tokenizer, images_dir: str, captions_tsv: str) -> dict:
         rows = [(r["file"], r["caption"]) for r in csv.DictReader(handle, delimiter="\t")]
     files = sorted({name for name, _ in rows})
     index = {name: i for i, name in enumerate(files)}
-    images, _ = load_images(images_dir, [(name, 0) for name in files], model.config.vision.image_size)
+    images = load_images(images_dir, [(name, 0) for name in files], model.config.vision.image_size)
     image_embeddings = image_features(model, images)
     texts = [caption for _, caption in rows]
     text_embeddings = torch.cat([model.encode_text(tokenizer(texts[i:i + 256])) for i in range(0, len(texts), 256)])
@@ -80,6 +80,6 @@ def retrieval(model, tokenizer, images_dir: str, captions_tsv: str) -> dict:
 
 def probe_from_folder(model, images_dir: str | Path, labels: Sequence[tuple[str, int]], test_fraction: float,
                       seed: int) -> dict:
-    images, _ = load_images(images_dir, labels, model.config.vision.image_size)
+    images = load_images(images_dir, labels, model.config.vision.image_size)
     features = image_features(model, images).numpy()
     return linear_probe(features, np.array([label for _, label in labels]), test_fraction, seed)

@@ -120,7 +120,7 @@ class Tokenizer:
         return result
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.backend.decode([i for i in ids if i not in (0, self.sot_token_id, self.eot_token_id)] if ids else [])
+        return self.backend.decode([i for i in ids if i not in (0, self.sot_token_id, self.eot_token_id)])
 
     # -- files ------------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:

@@ -108,7 +108,8 @@ def accuracy(features: torch.Tensor, classifier: torch.Tensor, labels: torch.Ten
             "chance": 1 / len(classnames), "per_class": per_class}
 
 
-def load_images(folder: str | Path, rows: Sequence[tuple[str, int]], image_size: int) -> tuple[torch.Tensor, list[str]]:
+def load_images(folder: str | Path, rows: Sequence[tuple[str, int]], image_size: int) -> torch.Tensor:
+    """The evaluation tensors; any unreadable image fails the call, naming the first few."""
     from wit.logs import progress
 
     transform = eval_transform(image_size)
@@ -121,14 +122,14 @@ def load_images(folder: str | Path, rows: Sequence[tuple[str, int]], image_size:
             unreadable.append(f"{name}: {exc}")
     if unreadable:
         raise ValueError(f"{len(unreadable)} unreadable images, e.g. {unreadable[:3]}")
-    return torch.stack(tensors), unreadable
+    return torch.stack(tensors)
 
 
 def zeroshot(model: CLIP, tokenizer, images_dir: str, labels_path: str, classnames: Sequence[str],
              templates: Sequence[str]) -> dict:
     model.eval()
     rows = load_labels(labels_path, classnames)
-    images, _ = load_images(images_dir, rows, model.config.vision.image_size)
+    images = load_images(images_dir, rows, model.config.vision.image_size)
     classifier = build_classifier(model, tokenizer, classnames, templates)
     result = accuracy(image_features(model, images), classifier, torch.tensor([label for _, label in rows]), classnames)
     result["templates"] = len(templates)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 FN_API_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
@@ -52,8 +53,6 @@ def runner_name(options: PipelineOptions) -> str:
 
 def make_pipeline(options: PipelineOptions):
     """A ``beam.Pipeline`` on the pinned runner (local) or the runner the options name."""
-    import apache_beam as beam
-
     pin_local_runner(options)
     return beam.Pipeline(options=options)
 
@@ -77,8 +76,6 @@ class TolerantParser:
 
 
 def _beam_option_classes():
-    from apache_beam.options.pipeline_options import PipelineOptions
-
     seen, stack = [], list(PipelineOptions.__subclasses__())
     while stack:
         cls = stack.pop()
@@ -109,10 +106,7 @@ def split_args(parser, argv: Sequence[str] | None):
 
 
 # -- shared transforms -------------------------------------------------------------------------
-import apache_beam as _beam  # noqa: E402  (kept below the option helpers, which need no Beam import)
-
-
-class MergeCounts(_beam.CombineFn):
+class MergeCounts(beam.CombineFn):
     """Sums ``{key: count}`` dictionaries. Jobs count locally (per bundle or batch) and send a
     few dictionaries instead of one element per key: Beam's cost is per element."""
 
