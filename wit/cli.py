@@ -4,6 +4,8 @@
     wit queries --wiki DUMP --out DIR   build the query list (query_list.build)
     wit curate --pool GLOB --queries metadata.json --out DIR   match and balance (pipeline.curate)
     wit crawl --urls GLOB --out DIR  images into webdataset shards (pipeline.crawl)
+    wit dedup index --name NAME --images DIR --out INDEX   index an evaluation set (dedup.index)
+    wit dedup audit --shards GLOB --index INDEX --out DIR   overlap report, clean shards (dedup.audit)
     wit tokenizer train --captions GLOB --out DIR   a BPE vocabulary from our captions
     wit eval zeroshot --checkpoint DIR --images DIR --labels TSV --classnames JSON
     wit doctor                      check this machine and print fixes
@@ -44,6 +46,8 @@ COMMANDS: dict[str, Command] = {
                       "pipeline.curate", arguments=None, entry="run", passthrough=True),
     "crawl": Command("download the images of a url list into webdataset shards (Beam job)",
                      "pipeline.crawl", arguments=None, entry="run", passthrough=True),
+    "dedup": Command("evaluation-set near-duplicates: `wit dedup index` and `wit dedup audit` (Beam jobs)",
+                     "dedup.cli", arguments=None, entry="run", passthrough=True),
     "tokenizer": Command("train a byte-level BPE vocabulary from captions (`wit tokenizer train`)",
                          "trainer.tokenizer"),
     "eval": Command("evaluate a model: `wit eval zeroshot` (prompt-template zero-shot classification)",

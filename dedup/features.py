@@ -1,0 +1,219 @@
+"""The signals of the near-duplicate detector, computed from image bytes.
+
+Two signals, both on the grey image scaled so its longer side is :data:`SIDE` pixels:
+
+* **Perceptual hashes**: imagededup's 64-bit ``PHash`` (its own preprocessing and DCT code, run
+  on the grey image area-averaged to 64 px, see :func:`phash`). Hashes
+  survive resizing, recompression, colour changes and aspect distortion, not crops, rotations or
+  overlays; the evaluation side therefore hashes many views (flips, crops at two scales in nine
+  positions, small rotations) and the pool side hashes the image and its border-trimmed interior.
+* **Local features**: OpenCV ORB keypoints with their 256-bit descriptors. The evaluation side
+  keeps them for the image, its mirror image, and both stretched 1.45x along each axis (ORB is
+  not invariant to anisotropic scaling); :mod:`dedup.detect` verifies pool matches geometrically,
+  which is what finds crops, rotations, overlays, borders and their combinations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+# Undecodable bytes are our counted "unreadable" status, not something for OpenCV to log.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+SIDE = 256  # longer side, in pixels, of the grey image every signal is computed from
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """What an index was built with; a pool must be described the same way to be compared."""
+
+    side: int = SIDE
+    eval_keypoints: int = 500
+    pool_keypoints: int = 250
+    pool_levels: int = 3
+    stretch: float = 1.45
+    crop_scales: tuple[float, ...] = (0.9, 0.8)
+    rotations: tuple[float, ...] = (5.0, 9.0)
+    border_tolerance: int = 10
+
+    def to_dict(self) -> dict:
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FeatureConfig":
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+
+
+ORB_VIEWS = ("original", "mirror", "wide", "mirror_wide", "tall", "mirror_tall")
+
+
+class UnreadableImage(ValueError):
+    """Bytes that do not decode as an image; the message says why."""
+
+
+def decode_grey(data: bytes, side: int = SIDE) -> np.ndarray:
+    """Grey uint8 array with its longer side scaled to ``side``."""
+    return normalise(decode(data), side)
+
+
+def decode(data: bytes) -> np.ndarray:
+    """The full-size grey image; :class:`UnreadableImage` when the bytes are not one."""
+    if not data:
+        raise UnreadableImage("empty file")
+    buffer = np.frombuffer(data, np.uint8)
+    grey = cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE)
+    if grey is None:
+        import io
+
+        from PIL import Image, UnidentifiedImageError  # formats OpenCV lacks (GIF, some WebP)
+
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                grey = np.asarray(image.convert("L"))
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise UnreadableImage(f"not a decodable image ({type(exc).__name__}, {len(data)} bytes)") from None
+    if grey.size == 0 or min(grey.shape) < 8:
+        raise UnreadableImage(f"too small: {grey.shape[1]}x{grey.shape[0]}")
+    return grey
+
+
+def normalise(grey: np.ndarray, side: int = SIDE) -> np.ndarray:
+    scale = side / max(grey.shape)
+    if abs(scale - 1) < 1e-3:
+        return np.ascontiguousarray(grey)
+    size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
+# -- perceptual hashes ---------------------------------------------------------------------------
+_PHASH = None
+
+
+def phash(grey: np.ndarray) -> np.ndarray:
+    """imagededup's PHash of a grey array, as 8 packed bytes (faiss's binary code layout).
+
+    The array is first area-averaged to at most 64 px a side (imagededup's Lanczos resize to
+    32 x 32 of a 256 px image costs more than everything else in the hash); from there on it is
+    imagededup's code: its preprocessing to 32 x 32 and its DCT hash.
+    """
+    global _PHASH
+    from imagededup.utils.image_utils import preprocess_image
+
+    if _PHASH is None:
+        from imagededup.methods import PHash
+
+        _PHASH = PHash(verbose=False)
+    if max(grey.shape) > 64:
+        grey = cv2.resize(grey, (min(64, grey.shape[1]), min(64, grey.shape[0])), interpolation=cv2.INTER_AREA)
+    small = preprocess_image(grey, target_size=_PHASH.target_size, grayscale=True)
+    return np.packbits(_PHASH._hash_algo(small).flatten())  # noqa: SLF001 - imagededup's DCT hash
+
+
+def to_hex(code: np.ndarray) -> str:
+    """The hex string imagededup's ``encode_image`` returns for the same hash."""
+    return bytes(code).hex()
+
+
+def trim_borders(grey: np.ndarray, tolerance: int = 10) -> np.ndarray:
+    """The image without uniform bands on its edges (padding such as img2dataset's ``border``)."""
+    def count(lines: np.ndarray) -> int:
+        spread = lines.max(axis=1).astype(int) - lines.min(axis=1)
+        uneven = np.flatnonzero(spread > tolerance)
+        return int(uneven[0]) if len(uneven) else len(lines)
+
+    top, bottom = count(grey), count(grey[::-1])
+    left, right = count(grey.T), count(grey.T[::-1])
+    height, width = grey.shape
+    if top + bottom > height - 16 or left + right > width - 16:
+        return grey
+    return grey[top:height - bottom, left:width - right]
+
+
+def inscribed(width: int, height: int, degrees: float) -> tuple[int, int]:
+    """The largest upright rectangle inside a width x height image rotated by ``degrees``."""
+    angle = math.radians(degrees)
+    sin, cos = abs(math.sin(angle)), abs(math.cos(angle))
+    long, short = max(width, height), min(width, height)
+    if short <= 2 * sin * cos * long or abs(sin - cos) < 1e-10:
+        half = 0.5 * short
+        w, h = (half / sin, half / cos) if width >= height else (half / cos, half / sin)
+    else:
+        cos2 = cos * cos - sin * sin
+        w, h = (width * cos - height * sin) / cos2, (height * cos - width * sin) / cos2
+    return int(w), int(h)
+
+
+def rotated(grey: np.ndarray, degrees: float) -> np.ndarray:
+    height, width = grey.shape
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
+    turned = cv2.warpAffine(grey, matrix, (width, height), flags=cv2.INTER_LINEAR)
+    w, h = inscribed(width, height, degrees)
+    x, y = (width - w) // 2, (height - h) // 2
+    return turned[y:y + h, x:x + w]
+
+
+def hash_views(grey: np.ndarray, config: FeatureConfig) -> list[np.ndarray]:
+    """The evaluation-side views that get a hash: for the image and its mirror, the whole, crops
+    at each scale in a 3x3 grid of positions, and each small rotation both ways (straightened)."""
+    views = []
+    for image in (grey, grey[:, ::-1]):
+        views.append(image)
+        height, width = image.shape
+        for scale in config.crop_scales:
+            ch, cw = int(height * scale), int(width * scale)
+            for fy in (0.0, 0.5, 1.0):
+                for fx in (0.0, 0.5, 1.0):
+                    y, x = int((height - ch) * fy), int((width - cw) * fx)
+                    views.append(image[y:y + ch, x:x + cw])
+        for degrees in config.rotations:
+            views.extend(rotated(image, sign * degrees) for sign in (-1, 1))
+    return views
+
+
+def pool_hashes(grey: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """(k, 8) codes of a pool image: the image, and its interior when it has uniform borders."""
+    codes = [phash(grey)]
+    inner = trim_borders(grey, config.border_tolerance)
+    if inner.shape != grey.shape:
+        codes.append(phash(inner))
+    return np.stack(codes)
+
+
+def eval_hashes(grey: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    return np.stack([phash(view) for view in hash_views(grey, config)])
+
+
+# -- local features -----------------------------------------------------------------------------
+_ORB: dict[tuple, cv2.ORB] = {}
+
+
+def orb(grey: np.ndarray, keypoints: int, levels: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """(points (n, 2) float32, descriptors (n, 32) uint8), n possibly 0."""
+    key = (keypoints, levels)
+    if key not in _ORB:
+        _ORB[key] = cv2.ORB_create(nfeatures=keypoints, nlevels=levels, fastThreshold=10)
+    found, descriptors = _ORB[key].detectAndCompute(grey, None)
+    if descriptors is None or not found:
+        return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
+    return np.array([point.pt for point in found], np.float32), descriptors
+
+
+def orb_views(grey: np.ndarray, config: FeatureConfig) -> list[np.ndarray]:
+    """The evaluation-side images ORB describes, in :data:`ORB_VIEWS` order."""
+    height, width = grey.shape
+    mirror = np.ascontiguousarray(grey[:, ::-1])
+    wide = (round(width * config.stretch), height)
+    tall = (width, round(height * config.stretch))
+    views = [grey, mirror]
+    for size in (wide, tall):
+        views.extend(normalise(cv2.resize(image, size, interpolation=cv2.INTER_CUBIC), config.side)
+                     for image in (grey, mirror))
+    return views
+
+
+def pool_orb(grey: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    return orb(grey, config.pool_keypoints, config.pool_levels)

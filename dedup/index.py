@@ -1,0 +1,185 @@
+"""Index an evaluation set for near-duplicate search (a Beam job).
+
+Input: image folders (recursive), globs or webdataset shards (``.tar``), with an optional labels
+TSV (a header; the first column names the file, the label comes from ``label``, ``class_name``
+or ``class``, else the second column). Every image gets its hash views and ORB descriptors
+(:mod:`dedup.features`) and a thumbnail; an unreadable image is kept in the index as
+``unreadable`` with the reason, counted and shown in audit reports, never dropped. The output
+folder is described in :mod:`dedup.store`.
+
+Local:
+
+    wit dedup index --name cifar10 --images ../shared/data/images/eval/cifar10_test_jpg \\
+        --labels ../shared/data/images/eval/cifar10_test_jpg/labels.tsv --out out/dedup/cifar10
+
+Dataflow:
+
+    python -m dedup.index --name imagenet-val --images 'gs://BUCKET/eval/imagenet/val/*.JPEG' \\
+        --out gs://BUCKET/dedup/imagenet-val --runner DataflowRunner --project PROJECT \\
+        --region us-central1 --temp_location gs://BUCKET/tmp --setup_file ./setup.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import apache_beam as beam
+import fsspec
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from dedup import features, samples, store
+from wit.beam import TolerantParser, run_job
+
+log = logging.getLogger(__name__)
+LABEL_COLUMNS = ("label", "class_name", "class", "label_name")
+
+
+@dataclass
+class IndexConfig:
+    name: str
+    images: list[str]
+    out: str
+    labels: str | None = None
+    features: features.FeatureConfig = field(default_factory=features.FeatureConfig)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--name", default=None, help="the evaluation set's name in reports (e.g. cifar10)")
+    parser.add_argument("--images", action="append", default=None, metavar="DIR_OR_GLOB",
+                        help="image folder, glob or webdataset .tar shards; repeatable")
+    parser.add_argument("--labels", default=None, metavar="TSV", help="labels: file column first, then a label")
+    parser.add_argument("--out", default=None, help="index folder (local or gs://)")
+
+
+class DedupIndexOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        add_arguments(TolerantParser(parser))
+
+
+def config_from_args(args: argparse.Namespace) -> IndexConfig:
+    return IndexConfig(name=args.name, images=args.images or [], out=args.out, labels=args.labels)
+
+
+def read_labels(path: str) -> dict[str, str]:
+    with fsspec.open(path, "rt", encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        header = next(reader, None)
+        if not header or len(header) < 2:
+            raise ValueError(f"{path}: a labels TSV needs a header and at least two columns (file, label)")
+        lowered = [name.strip().lower() for name in header]
+        column = next((lowered.index(name) for name in LABEL_COLUMNS if name in lowered), 1)
+        return {row[0]: row[column] for row in reader if len(row) > column}
+
+
+def thumbnail(data: bytes, side: int = 128) -> bytes:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("RGB", (side, side))
+        image = image.convert("RGB")
+        image.thumbnail((side, side))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=80)
+        return buffer.getvalue()
+
+
+def describe(eval_id: str, data: bytes, source: str, label: str | None, config: features.FeatureConfig) -> dict:
+    """Everything the index keeps about one evaluation image (pure)."""
+    record = {"eval_id": eval_id, "source": source, "label": label, "width": None, "height": None,
+              "status": "ok", "error": None, "thumbnail": None, "hashes": None, "orb": None}
+    try:
+        full = features.decode(data)
+        record["height"], record["width"] = full.shape
+        grey = features.normalise(full, config.side)
+        record["thumbnail"] = thumbnail(data)
+    except (features.UnreadableImage, OSError, ValueError) as exc:
+        record.update(status="unreadable", error=str(exc)[:300])
+        return record
+    record["hashes"] = features.eval_hashes(grey, config)
+    record["orb"] = [features.orb(view, config.eval_keypoints) for view in features.orb_views(grey, config)]
+    return record
+
+
+class DescribeFn(beam.DoFn):
+    """(eval_id, source) -> records; a ``.tar`` source yields one record per sample."""
+
+    def __init__(self, config: IndexConfig, labels: dict[str, str]) -> None:
+        self.config, self.labels = config, labels
+
+    def setup(self) -> None:
+        features.cv2.setNumThreads(1)
+
+    def label(self, eval_id: str) -> str | None:
+        return self.labels.get(eval_id, self.labels.get(eval_id.rsplit("/", 1)[-1]))
+
+    def process(self, element: tuple[str, str]):
+        eval_id, source = element
+        if not source.lower().endswith(samples.SHARD_SUFFIX):
+            try:
+                with fsspec.open(source, "rb") as handle:
+                    data = handle.read()
+            except OSError as exc:
+                data = b""
+                log.warning("cannot read %s: %s", source, exc)
+            yield describe(eval_id, data, source, self.label(eval_id), self.config.features)
+            return
+        for sample in samples.read_tar(source):
+            if isinstance(sample, samples.TarDamaged):
+                yield {"eval_id": f"{eval_id}#damaged", "source": source, "label": None, "width": None,
+                       "height": None, "status": "unreadable", "error": f"damaged tar: {sample.error}",
+                       "thumbnail": None}
+                continue
+            found = sample.image()
+            member_id = f"{eval_id}/{sample.key}"
+            label = self.label(sample.key) or ((sample.get("cls") or sample.get("txt") or b"").decode().strip() or None)
+            yield describe(member_id, found[1] if found else b"", f"{source}#{found[0] if found else sample.key}",
+                           label, self.config.features)
+
+
+def write_index(records: list[dict], config: IndexConfig) -> dict:
+    index = store.assemble(config.name, config.features, records)
+    summary = store.save(index, config.out)
+    unreadable = [item["eval_id"] for item in index.items if item["status"] != "ok"]
+    if unreadable:
+        log.warning("%d unreadable images listed in the index, e.g. %s", len(unreadable), unreadable[:3])
+    if not index.readable:
+        raise store.IndexError_(f"index {config.name!r}: none of {len(index.items)} images could be read")
+    log.info("index %s: %s", config.name, summary["counts"])
+    return summary
+
+
+def build_pipeline(pipeline, config: IndexConfig) -> None:
+    listed = [entry for spec in config.images for entry in samples.list_images(spec)]
+    if not listed:
+        raise ValueError(f"no images under {config.images}")
+    labels = read_labels(config.labels) if config.labels else {}
+    (pipeline
+     | "Images" >> beam.Create(listed)
+     | "Spread" >> beam.Reshuffle()
+     | "Describe" >> beam.ParDo(DescribeFn(config, labels))
+     | "Collect" >> beam.combiners.ToList()
+     | "Write" >> beam.Map(write_index, config))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    config = run_job(argv, prog="wit dedup index", doc=__doc__, add_arguments=add_arguments,
+                     required=["name", "images", "out"], config_from_args=config_from_args,
+                     build_pipeline=build_pipeline)
+    log.info("index written to %s", config.out)
+    return 0
+
+
+if __name__ == "__main__":
+    import importlib
+
+    from wit.logs import setup_logging
+
+    setup_logging()
+    sys.exit(importlib.import_module("dedup.index").run())

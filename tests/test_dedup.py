@@ -1,0 +1,251 @@
+"""Near-duplicate detection of evaluation images: real photos, the real Beam runner, the GCS
+emulator, headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import tarfile
+
+import fsspec
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from dedup import features, quality, store, transforms
+from dedup.detect import DetectConfig, Detector
+from tests.conftest import require_shared_data
+from wit.testing import browser
+from wit.testing.shared_data import in_ci
+
+
+@pytest.fixture(scope="module")
+def photos():
+    data = require_shared_data()
+    eval_photos, distractors = quality.photo_sets(data, 12, seed=3)
+    return eval_photos, distractors
+
+
+@pytest.fixture(scope="module")
+def detector(photos):
+    return Detector([quality.index_photos("imagenet-12", photos[0])])
+
+
+def test_hash_is_imagededups_phash(photos):
+    from imagededup.methods import PHash
+
+    grey = np.asarray(Image.open(photos[0][0]).convert("L").resize((64, 48)))
+    assert features.to_hex(features.phash(grey)) == PHash(verbose=False).encode_image(image_array=grey)
+
+
+@pytest.mark.parametrize("family", list(transforms.FAMILIES) + ["crop+rotate", "border+overlay", "aspect+flip",
+                                                                 "jpeg+crop", "grayscale+rotate"])
+def test_every_transformation_family_is_found_on_real_photos(family, photos, detector):
+    for photo in photos[0][:4]:
+        with Image.open(photo) as image:
+            copy = transforms.apply(family, image.convert("RGB"), random.Random(f"{photo.name}:{family}"))
+        matches = detector.match(quality.encode(copy))
+        flagged = [detector.items[m.item][1]["eval_id"] for m in matches if m.is_duplicate]
+        assert flagged == [photo.name], (family, photo.name, matches[:3])
+
+
+def test_distractors_under_the_same_edits_are_not_flagged(photos, detector):
+    names = quality.transform_names(6)
+    cases = quality.build_cases(photos[0], photos[1][:60], copies=0, names=names)
+    result = quality.score_detector(detector, cases)
+    assert result["distractors"] == 60
+    assert result["distractors_flagged"] == 0 and result["false_flags"] == 0
+
+
+def test_transformations_are_seeded_and_do_what_they_say(photos):
+    with Image.open(photos[0][0]) as image:
+        image = image.convert("RGB")
+    again = [transforms.apply("crop+rotate", image, random.Random(7)).tobytes() for _ in range(2)]
+    assert again[0] == again[1]
+    cropped = transforms.crop(image, random.Random(1))
+    assert 0.69 <= cropped.width * cropped.height / (image.width * image.height) <= 0.96
+    bordered = transforms.border(image, random.Random(1))
+    assert bordered.width == bordered.height and bordered.getpixel((0, 0)) == (0, 0, 0)
+    with pytest.raises(ValueError, match="unknown transformation"):
+        transforms.apply("sepia", image, random.Random(0))
+
+
+def _image_bytes(photo, size=200) -> bytes:
+    with Image.open(photo) as image:
+        return quality.encode(image, size)
+
+
+def test_index_job_round_trip_with_labels_tars_and_unreadable_files(tmp_path, photos):
+    from dedup import index as index_job
+
+    folder = tmp_path / "eval"
+    (folder / "sub").mkdir(parents=True)
+    for i, photo in enumerate(photos[0][:3]):
+        (folder / ("sub" if i == 2 else "") / f"img{i}.jpg").write_bytes(_image_bytes(photo))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("file\tclass_index\tclass_name\nimg0.jpg\t0\tgoldfish\nimg1.jpg\t1\tshark\nsub/img2.jpg\t2\tjay\n")
+    shard = tmp_path / "evalshard.tar"
+    with tarfile.open(shard, "w") as tar:
+        for key, photo in (("a1", photos[0][3]), ("a2", photos[0][4])):
+            for name, data in ((f"{key}.jpg", _image_bytes(photo)), (f"{key}.cls", b"heron")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    out = tmp_path / "index"
+    assert index_job.run(["--name", "mini", "--images", str(folder), "--images", str(shard),
+                          "--labels", str(labels), "--out", str(out)]) == 0
+    loaded = store.load(str(out))
+    by_id = {item["eval_id"]: item for item in loaded.items}
+    assert set(by_id) == {"img0.jpg", "img1.jpg", "sub/img2.jpg", "broken.jpg", "evalshard.tar/a1",
+                          "evalshard.tar/a2"}
+    assert by_id["img0.jpg"]["label"] == "goldfish" and by_id["sub/img2.jpg"]["label"] == "jay"
+    assert by_id["evalshard.tar/a1"]["label"] == "heron"
+    assert by_id["broken.jpg"]["status"] == "unreadable" and "decodable" in by_id["broken.jpg"]["error"]
+    assert loaded.readable == 5
+    meta = json.loads((out / "index.json").read_text())
+    assert meta["versions"]["imagededup"] and meta["versions"]["opencv"] and meta["counts"]["unreadable"] == 1
+    # the arrays are what describing the same bytes in this process gives
+    direct = index_job.describe("img0.jpg", (folder / "img0.jpg").read_bytes(), "", None, loaded.config)
+    row = [item["eval_id"] for item in loaded.items].index("img0.jpg")
+    assert np.array_equal(loaded.hashes[loaded.hash_items == row], direct["hashes"])
+    assert np.array_equal(loaded.descriptors[loaded.groups == row * 6], direct["orb"][0][1])
+    # and it finds its own images again, from a tar member too
+    found = Detector([loaded]).match(_image_bytes(photos[0][4], 160))
+    assert [loaded.items[m.item]["eval_id"] for m in found if m.is_duplicate] == ["evalshard.tar/a2"]
+
+
+def test_bad_indexes_fail_clearly(tmp_path, photos):
+    from dedup import index as index_job
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x.jpg").write_bytes(b"nope")
+    with pytest.raises(store.IndexError_, match="none of 1 images could be read"):
+        index_job.run(["--name", "empty", "--images", str(broken), "--out", str(tmp_path / "i0")])
+    with pytest.raises(store.IndexError_, match="no index.json"):
+        store.load(str(tmp_path))
+    one = quality.index_photos("a", photos[0][:2])
+    other = quality.index_photos("b", photos[0][2:4], features.FeatureConfig(eval_keypoints=400))
+    with pytest.raises(store.IndexError_, match="built with"):
+        Detector([one, other])
+    with pytest.raises(store.IndexError_, match="share a name"):
+        Detector([one, quality.index_photos("a", photos[0][2:4])])
+    store.save(one, str(tmp_path / "ok"))
+    (tmp_path / "ok" / "descriptors.npy").write_bytes(b"damaged")
+    with pytest.raises(store.IndexError_, match="descriptors.npy is missing or damaged"):
+        store.load(str(tmp_path / "ok"))
+
+
+def _write_pool(base: str, photos, distractors) -> dict:
+    """Two crawl shards: edited copies of evaluation photos, distractors, one undecodable sample."""
+    from pipeline import shards
+
+    expected = {}
+    rows = [(photo, family) for photo, family in zip(photos, ["crop", "border+jpeg", "rotate", "flip"])]
+    rows += [(photo, "jpeg") for photo in distractors]
+    samples = []
+    for i, (photo, family) in enumerate(rows):
+        with Image.open(photo) as image:
+            data = quality.encode(transforms.apply(family, image.convert("RGB"), random.Random(i)))
+        key = f"{i // 4:05d}{i % 4:04d}"
+        samples.append((i // 4, shards.Sample(key=key, url=f"https://example.com/{i}.jpg", caption=f"photo {i}",
+                                              status="success", image=data, uid=f"uid{i}")))
+        if photo in photos:
+            expected[key] = photo.name
+    samples.append((1, shards.Sample(key="000010099", url="https://example.com/bad.jpg", caption="bad",
+                                     status="success", image=b"GIF89a broken")))
+    for shard in (0, 1):
+        shards.write_shard(f"{base}/shards", shard, [s for n, s in samples if n == shard], "jpg")
+    return expected
+
+
+def test_audit_on_gcs_with_clean_shards(gcs_bucket, photos, tmp_path):
+    from dedup import audit
+    from dedup import index as index_job
+
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    for photo in photos[0][:6]:
+        (eval_dir / photo.name).write_bytes(photo.read_bytes())
+    assert index_job.run(["--name", "imagenet-6", "--images", str(eval_dir), "--out", f"{gcs_bucket}/index"]) == 0
+    expected = _write_pool(gcs_bucket, photos[0][:4], photos[1][:4])
+    assert audit.run(["--shards", f"{gcs_bucket}/shards/*.tar", "--index", f"{gcs_bucket}/index",
+                      "--out", f"{gcs_bucket}/audit", "--write-clean", f"{gcs_bucket}/clean"]) == 0
+    fs = fsspec.filesystem("gs")
+    overlaps = pq.read_table(io.BytesIO(fs.cat_file(f"{gcs_bucket}/audit/overlaps.parquet"))).to_pylist()
+    duplicates = {row["key"]: row["eval_id"] for row in overlaps if row["is_duplicate"]}
+    assert duplicates == expected
+    assert all(row["uid"] and row["url"].startswith("https://") and row["score"] >= 1 for row in overlaps
+               if row["is_duplicate"])
+    report = json.loads(fs.cat_file(f"{gcs_bucket}/audit/report.json"))
+    entry = report["eval_sets"]["imagenet-6"]
+    assert (entry["all"], entry["overlap"], entry["clean"]) == (6, 4, 2)
+    assert entry["contamination_pct"] == pytest.approx(66.667)
+    assert report["pool"] == {"shards": 2, "samples": 9, "duplicates": 4, "clean": 5, "unreadable": 1,
+                              "damaged_shards": 0}
+    assert report["unreadable_samples"][0]["key"] == "000010099"
+    # the clean shards: same member bytes for the kept samples, manifest, statuses marked
+    sizes = json.loads(fs.cat_file(f"{gcs_bucket}/clean/sizes.json"))
+    assert sizes == {"00000.tar": 0, "00001.tar": 5, "__total__": 5}
+    kept = {}
+    with fs.open(f"{gcs_bucket}/clean/00001.tar", "rb") as handle, tarfile.open(fileobj=handle) as tar:
+        for member in tar.getmembers():
+            kept[member.name] = tar.extractfile(member).read()
+    with fs.open(f"{gcs_bucket}/shards/00001.tar", "rb") as handle, tarfile.open(fileobj=handle) as tar:
+        original = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    assert kept == {name: data for name, data in original.items() if name.split(".")[0] not in expected}
+    status = pq.read_table(io.BytesIO(fs.cat_file(f"{gcs_bucket}/clean/00000.parquet"))).to_pylist()
+    assert {row["key"]: row["status"] for row in status} == {key: "eval_duplicate" for key in expected}
+    assert fs.exists(f"{gcs_bucket}/clean/_SUCCESS")
+
+
+def test_audit_counts_a_truncated_shard_and_rejects_a_bad_index(tmp_path, photos):
+    from dedup import audit
+
+    _write_pool(str(tmp_path), photos[0][:4], photos[1][:4])
+    data = (tmp_path / "shards" / "00001.tar").read_bytes()
+    (tmp_path / "shards" / "00001.tar").write_bytes(data[:len(data) // 2 + 100])
+    store.save(quality.index_photos("imagenet-4", photos[0][:4]), str(tmp_path / "index"))
+    assert audit.run(["--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path / "index"),
+                      "--out", str(tmp_path / "audit")]) == 0
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert report["pool"]["damaged_shards"] == 1 and "00001.tar" == report["damaged_shards"][0]["shard"]
+    assert report["eval_sets"]["imagenet-4"]["overlap"] == 4
+    with pytest.raises(store.IndexError_, match="no index.json"):
+        audit.run(["--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path),
+                   "--out", str(tmp_path / "audit2")])
+
+
+def test_report_opens_in_headless_chromium_with_table_and_thumbnails(tmp_path, photos):
+    from dedup import audit
+
+    if browser.find_chromium() is None:
+        message = "chromium not installed (apt-get install chromium)"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    _write_pool(str(tmp_path), photos[0][:4], photos[1][:2])
+    store.save(quality.index_photos("imagenet-4", photos[0][:4]), str(tmp_path / "index"))
+    audit.run(["--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path / "index"),
+               "--out", str(tmp_path / "audit")])
+    page = tmp_path / "audit" / "report.html"
+    assert "http" not in page.read_text().split("<body")[0]  # nothing fetched from the network
+    dom = browser.dump_dom(page)
+    assert 'data-images="8"' in dom and 'data-images-loaded="8"' in dom  # 4 pairs, both sides loaded
+    assert "imagenet-4: 4 matched pairs" in dom
+    png = browser.screenshot(page, tmp_path / "report.png", width=1200, height=900)
+    shot = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert shot.shape[:2] == (900, 1200)
+    # thumbnails are photos: thousands of colours, where text and tables alone give a few hundred
+    colours = len(np.unique(shot.reshape(-1, 3), axis=0))
+    assert colours > 5000, colours
+
+
+def test_detect_config_rejects_settings_it_cannot_honour():
+    with pytest.raises(ValueError, match="hash-threshold"):
+        DetectConfig(hash_threshold=9)
+    with pytest.raises(ValueError, match="min-inliers"):
+        DetectConfig(min_inliers=3)
