@@ -16,6 +16,7 @@ Two signals, both on the grey image scaled so its longer side is :data:`SIDE` pi
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -90,7 +91,7 @@ def normalise(grey: np.ndarray, side: int = SIDE) -> np.ndarray:
 
 
 # -- perceptual hashes ---------------------------------------------------------------------------
-_PHASH = None
+_PHASH = None  # imagededup's PHash object: stateless after construction, shared by threads
 
 
 def phash(grey: np.ndarray) -> np.ndarray:
@@ -188,15 +189,16 @@ def eval_hashes(grey: np.ndarray, config: FeatureConfig) -> np.ndarray:
 
 
 # -- local features -----------------------------------------------------------------------------
-_ORB: dict[tuple, cv2.ORB] = {}
+_LOCAL = threading.local()  # one ORB detector per thread (the crawl matches from many threads)
 
 
 def orb(grey: np.ndarray, keypoints: int, levels: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """(points (n, 2) float32, descriptors (n, 32) uint8), n possibly 0."""
+    detectors = _LOCAL.__dict__.setdefault("orb", {})
     key = (keypoints, levels)
-    if key not in _ORB:
-        _ORB[key] = cv2.ORB_create(nfeatures=keypoints, nlevels=levels, fastThreshold=10)
-    found, descriptors = _ORB[key].detectAndCompute(grey, None)
+    if key not in detectors:
+        detectors[key] = cv2.ORB_create(nfeatures=keypoints, nlevels=levels, fastThreshold=10)
+    found, descriptors = detectors[key].detectAndCompute(grey, None)
     if descriptors is None or not found:
         return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
     return np.array([point.pt for point in found], np.float32), descriptors

@@ -55,6 +55,8 @@ def add_arguments(parser) -> None:
                         help="image folder, glob or webdataset .tar shards; repeatable")
     parser.add_argument("--labels", default=None, metavar="TSV", help="labels: file column first, then a label")
     parser.add_argument("--out", default=None, help="index folder (local or gs://)")
+    parser.add_argument("--eval-keypoints", type=int, default=features.FeatureConfig.eval_keypoints,
+                        help="ORB keypoints per view (6 views per image; memory ~44 bytes each)")
 
 
 class DedupIndexOptions(PipelineOptions):
@@ -64,7 +66,10 @@ class DedupIndexOptions(PipelineOptions):
 
 
 def config_from_args(args: argparse.Namespace) -> IndexConfig:
-    return IndexConfig(name=args.name, images=args.images or [], out=args.out, labels=args.labels)
+    if args.eval_keypoints < 50:
+        raise ValueError("--eval-keypoints below 50 leaves too little to verify a match")
+    return IndexConfig(name=args.name, images=args.images or [], out=args.out, labels=args.labels,
+                       features=features.FeatureConfig(eval_keypoints=args.eval_keypoints))
 
 
 def read_labels(path: str) -> dict[str, str]:

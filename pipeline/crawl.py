@@ -64,6 +64,8 @@ class CrawlConfig:
     fetch: FetchConfig = field(default_factory=FetchConfig)
     image: images.ImageConfig = field(default_factory=images.ImageConfig)
     min_success_ratio: float = 0.0
+    eval_indexes: list[str] = field(default_factory=list)
+    min_inliers: int = 15
 
     def __post_init__(self) -> None:
         if not 1 <= self.shard_size <= MAX_SHARD_SIZE:
@@ -101,6 +103,10 @@ def add_arguments(parser) -> None:
                         help="allow loopback/private hosts (tests and local runs only)")
     parser.add_argument("--min-success-ratio", type=float, default=0.0,
                         help="fail when successes / downloaded images fall below this")
+    parser.add_argument("--eval-index", dest="eval_indexes", action="append", default=None, metavar="DIR",
+                        help="drop near-duplicates of this evaluation index (`wit dedup index`); repeatable")
+    parser.add_argument("--eval-min-inliers", type=int, default=15,
+                        help="verified keypoint matches that make an evaluation duplicate")
 
 
 class CrawlOptions(PipelineOptions):
@@ -119,7 +125,8 @@ def config_from_args(args: argparse.Namespace) -> CrawlConfig:
         image=images.ImageConfig(image_size=args.image_size, resize_mode=args.resize_mode,
                                  encode_format=args.encode_format, encode_quality=args.encode_quality,
                                  min_image_size=args.min_image_size, max_aspect_ratio=args.max_aspect_ratio),
-        min_success_ratio=args.min_success_ratio)
+        min_success_ratio=args.min_success_ratio, eval_indexes=args.eval_indexes or [],
+        min_inliers=args.eval_min_inliers)
 
 
 # -- reading url lists ---------------------------------------------------------------------------
@@ -173,7 +180,7 @@ def shard_rows(task: ShardTask, config: CrawlConfig) -> list[dict]:
 
 
 # -- one shard -------------------------------------------------------------------------------------
-def crawl_one(fetcher: Fetcher, key: str, row: dict, config: CrawlConfig) -> shards.Sample:
+def crawl_one(fetcher: Fetcher, key: str, row: dict, config: CrawlConfig, detector=None) -> shards.Sample:
     url, caption = row["url"], row["caption"]
     base = dict(key=key, url=url if isinstance(url, str) else "", caption=caption, uid=row.get("uid"),
                 entry_ids=row.get("entry_ids"))
@@ -185,6 +192,13 @@ def crawl_one(fetcher: Fetcher, key: str, row: dict, config: CrawlConfig) -> sha
         status = {"failed": "failed_to_download"}.get(fetched.status, fetched.status)
         return shards.Sample(status=status, error_message=fetched.reason, **base)
     result = images.process(fetched.data, config.image)
+    if detector is not None and result.status == "success":
+        duplicate = next((m for m in detector.match(result.data) if m.is_duplicate), None)
+        if duplicate is not None:
+            found = detector.describe(duplicate)
+            return shards.Sample(status="eval_duplicate", sha256=result.sha256 or None, phash=result.phash or None,
+                                 error_message=f"near-duplicate of {found['eval_set']}/{found['eval_id']} "
+                                               f"(score {found['score']})", **base)
     return shards.Sample(status=result.status, error_message=result.reason, image=result.data, width=result.width or None,
                          height=result.height or None, original_width=result.original_width or None,
                          original_height=result.original_height or None, sha256=result.sha256 or None,
@@ -215,7 +229,13 @@ class CrawlShardFn(beam.DoFn):
     def teardown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def process(self, task: ShardTask):
+    def process(self, task: ShardTask, indexes=None):
+        detector = None
+        if indexes:
+            from dedup.audit import shared_detector
+            from dedup.detect import DetectConfig
+
+            detector = shared_detector(indexes, DetectConfig(min_inliers=self.config.min_inliers))
         names = shards.shard_names(self.config.out, task.shard)
         fs, stats_path = fsspec.core.url_to_fs(names["stats"])
         if fs.exists(stats_path):  # finished by an earlier run: resume past it
@@ -225,7 +245,8 @@ class CrawlShardFn(beam.DoFn):
         started = time.monotonic()
         rows = shard_rows(task, self.config)
         keys = [f"{task.shard:05d}{index:04d}" for index in range(len(rows))]
-        samples = list(self.pool.map(lambda kr: crawl_one(self.fetcher, kr[0], kr[1], self.config), zip(keys, rows)))
+        samples = list(self.pool.map(lambda kr: crawl_one(self.fetcher, kr[0], kr[1], self.config, detector),
+                                     zip(keys, rows)))
         mark_duplicates(samples)
         stats = shards.write_shard(self.config.out, task.shard, samples, self.config.image.encode_format)
         yield {**stats, "resumed": False, "seconds": time.monotonic() - started}
@@ -285,10 +306,17 @@ def finish(all_stats: list[dict], config: CrawlConfig, started: float) -> dict:
 def build_pipeline(pipeline, config: CrawlConfig) -> None:
     tasks = plan_shards(expand(config.urls), config.shard_size)
     started = time.time()
+    side = []
+    if config.eval_indexes:
+        from dedup.audit import load_indexes
+
+        load_indexes(config.eval_indexes)  # a bad index fails here, before any download
+        side = [beam.pvalue.AsSingleton(pipeline | "EvalIndexPaths" >> beam.Create([config.eval_indexes])
+                                        | "LoadEvalIndexes" >> beam.Map(load_indexes))]
     (pipeline
      | "Shards" >> beam.Create(tasks)
      | "SpreadShards" >> beam.Reshuffle()
-     | "CrawlShard" >> beam.ParDo(CrawlShardFn(config))
+     | "CrawlShard" >> beam.ParDo(CrawlShardFn(config), *side)
      | "CollectStats" >> beam.combiners.ToList()
      | "Finish" >> beam.Map(finish, config, started))
 

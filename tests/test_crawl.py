@@ -255,3 +255,45 @@ def test_images_match_img2dataset_output_format_and_quality(photos):
             scores.append(10 * np.log10(255**2 / max(np.mean((a - b) ** 2), 1e-9)))
             assert ours.data[:3] == b"\xff\xd8\xff"  # JPEG
         assert np.median(scores) > 35, (mode, scores)
+
+
+def test_eval_index_drops_near_duplicates_during_the_crawl(fake_web, photos, tmp_path):
+    """Edited copies of indexed evaluation photos end as `eval_duplicate`, not in the tar; the rest
+    crawl as usual."""
+    import random
+
+    from PIL import Image
+
+    from dedup import quality, store, transforms
+
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    for i in range(4):
+        (eval_dir / f"eval{i}.jpg").write_bytes(photos[i])
+    from dedup import index as index_job
+
+    assert index_job.run(["--name", "evalset", "--images", str(eval_dir), "--out", str(tmp_path / "index")]) == 0
+    urls = []
+    for i, family in enumerate(["crop", "flip", "rotate", "border"]):
+        with Image.open(io.BytesIO(photos[i])) as image:
+            edited = transforms.apply(family, image.convert("RGB"), random.Random(i))
+        urls.append(fake_web.add(f"/copy/{i}.jpg", quality.encode(edited, 400), "image/jpeg"))
+    urls += [fake_web.add(f"/other/{i}.jpg", photos[20 + i], "image/jpeg") for i in range(6)]
+    path = write_urls(tmp_path / "urls.parquet", urls)
+    out = tmp_path / "out"
+    assert crawl.run(["--urls", path, "--out", str(out), "--allow-private-addresses", "--shard-size", "5",
+                      "--eval-index", str(tmp_path / "index"), *FAST]) == 0
+    found = statuses(out)
+    for i, url in enumerate(urls):
+        status, message = found[url]
+        if i < 4:
+            assert status == "eval_duplicate" and f"evalset/eval{i}.jpg" in message, (url, status, message)
+        else:
+            assert status == "success", (url, status, message)
+    report = json.loads((out / "crawl_report.json").read_text())
+    assert report["status"]["eval_duplicate"] == 4 and report["status"]["success"] == 6
+    assert json.loads((out / "sizes.json").read_text())["__total__"] == 6
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(store.IndexError_, match="no index.json"):
+        crawl.run(["--urls", path, "--out", str(tmp_path / "out2"), "--allow-private-addresses",
+                   "--eval-index", str(tmp_path / "bad"), *FAST])

@@ -249,3 +249,43 @@ def test_detect_config_rejects_settings_it_cannot_honour():
         DetectConfig(hash_threshold=9)
     with pytest.raises(ValueError, match="min-inliers"):
         DetectConfig(min_inliers=3)
+
+
+def test_audit_zero_shot_on_all_clean_and_overlap(tmp_path, photos):
+    """With --checkpoint, each labelled set gets top-1 on All, Clean and Overlap, and they agree
+    with the trainer's own zero-shot evaluation of the same images."""
+    import torch
+
+    from dedup import audit
+    from dedup import index as index_job
+    from trainer import zeroshot
+    from trainer.checkpoint import save_model
+    from trainer.config import MODELS
+    from trainer.models import CLIP
+    from trainer.tokenizer import Tokenizer
+
+    data = require_shared_data()
+    torch.manual_seed(0)
+    model = CLIP(MODELS["wit-tiny-32"])
+    tokenizer = Tokenizer.from_clip_bpe(data / "misc/clip_bpe/bpe_simple_vocab_16e6.txt.gz")
+    folder = save_model(tmp_path / "model", model, tokenizer)
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    names = ["goldfish", "shark", "jay", "heron", "boar", "geyser"]
+    for photo in photos[0][:6]:
+        (eval_dir / photo.name).write_bytes(photo.read_bytes())
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("file\tlabel\n" + "".join(f"{p.name}\t{names[i % 3]}\n" for i, p in enumerate(photos[0][:6])))
+    index_job.run(["--name", "six", "--images", str(eval_dir), "--labels", str(labels), "--out", str(tmp_path / "ix")])
+    _write_pool(str(tmp_path), photos[0][:2], photos[1][:2])
+    audit.run(["--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path / "ix"),
+               "--out", str(tmp_path / "audit"), "--checkpoint", str(folder)])
+    result = json.loads((tmp_path / "audit" / "report.json").read_text())["eval_sets"]["six"]
+    assert (result["all"], result["overlap"], result["clean"]) == (6, 2, 4)
+    zs = result["zero_shot"]
+    assert zs["classes"] == 3 and zs["chance"] == pytest.approx(33.333)
+    assert zs["top1_all"] == pytest.approx((2 * zs["top1_overlap"] + 4 * zs["top1_clean"]) / 6, abs=0.01)
+    assert zs["overlap_minus_all"] == pytest.approx(zs["top1_overlap"] - zs["top1_all"], abs=0.01)
+    classnames = sorted(set(names[:3]))
+    direct = zeroshot.zeroshot(model, tokenizer, str(eval_dir), str(labels), classnames, zeroshot.DEFAULT_TEMPLATES)
+    assert zs["top1_all"] == pytest.approx(100 * direct["top1"], abs=0.01)

@@ -136,6 +136,16 @@ def check_wordnet(folder: str | None) -> Check:
     return Check("wordnet", OK, str(found))
 
 
+def check_chromium() -> Check:
+    from wit.testing.browser import find_chromium
+
+    found = find_chromium()
+    if found:
+        return Check("chromium", OK, found)
+    return Check("chromium", WARN, "no headless Chromium: reports still write, their browser tests cannot run",
+                 "apt-get install chromium")
+
+
 def _emulator_reachable(host: str) -> tuple[bool, str]:
     url = host if "://" in host else f"http://{host}"
     try:
@@ -191,6 +201,7 @@ def run_checks(config: DoctorConfig) -> list[Check]:
     steps += [
         check_beam_runner,
         lambda: check_wordnet(config.wordnet),
+        check_chromium,
         lambda: check_gcs(config.require_gcs),
         lambda: check_disk(config.disk_path, config.min_free_gb, config.warn_free_gb),
     ]
