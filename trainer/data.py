@@ -1,0 +1,353 @@
+"""Streaming webdataset shards into training: deterministic, resumable, never hanging.
+
+Shards come from brace patterns (``{00000..04095}.tar``), globs, explicit paths or the crawl's
+``sizes.json`` manifest, local or remote, opened through fsspec with a retrying reader (no shell
+pipes). The stream of one DataLoader worker is a pure function of ``(seed, epoch, rank, worker)``:
+
+1. the shard list is shuffled with ``(seed, epoch)`` (every rank the same), split by rank, then
+   by worker; with fewer shards than ranks x workers every worker instead draws shards at random
+   from the whole list (resampling), so no worker is ever left without data;
+2. a worker that runs out of shards before its quota starts another pass over its shards in a
+   new order, so every rank yields exactly ``batches_per_epoch`` batches;
+3. samples pass a byte-level shuffle buffer (raw tar members, decoded only after it) seeded
+   from ``(seed, epoch, rank, worker)``; each batch's augmentation draws come from a generator
+   seeded with ``(seed, epoch, rank, worker, batch number)``.
+
+Each batch reports how many raw samples its worker has consumed. A checkpoint stores that per
+worker; on resume a worker replays its raw stream up to that count without decoding anything,
+and DataLoader workers are renumbered so the next batch comes from the worker whose turn it is.
+The sample sequence after a resume is therefore exactly the one an uninterrupted run sees.
+Corrupt samples (undecodable image, no caption) and unreadable or truncated shards are skipped
+and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+import tarfile
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import fsspec
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+log = logging.getLogger(__name__)
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+TRANSIENT = (OSError, TimeoutError, ConnectionError)
+
+
+@dataclass(frozen=True)
+class Shard:
+    path: str
+    samples: int | None = None
+
+
+@dataclass
+class DataConfig:
+    shards: list[Shard]
+    batch_size: int
+    image_size: int
+    workers: int = 2
+    seed: int = 0
+    shuffle_buffer: int = 1000
+    retries: int = 5
+    num_samples: int | None = None  # per epoch; default: the manifest's total
+
+    @property
+    def total_samples(self) -> int:
+        if self.num_samples:
+            return self.num_samples
+        counts = [shard.samples for shard in self.shards]
+        if any(count is None for count in counts):
+            raise ValueError("sample counts unknown: give the crawl's sizes.json (or keep it beside the shards), "
+                             "or pass --train-num-samples")
+        return sum(counts)
+
+
+# -- shard lists ---------------------------------------------------------------------------------
+def _manifest_counts(folder: str) -> dict[str, int]:
+    fs, path = fsspec.core.url_to_fs(folder.rstrip("/") + "/sizes.json")
+    if not fs.exists(path):
+        return {}
+    data = json.loads(fs.cat_file(path))
+    return {name: int(count) for name, count in data.items() if not name.startswith("__")}
+
+
+def resolve_shards(patterns: list[str]) -> list[Shard]:
+    """Every shard the patterns name, in order, with its sample count when a manifest knows it."""
+    import braceexpand
+
+    shards: list[Shard] = []
+    for pattern in patterns:
+        if pattern.endswith("sizes.json"):
+            folder = pattern[:-len("sizes.json")].rstrip("/")
+            counts = _manifest_counts(folder)
+            if not counts:
+                raise FileNotFoundError(f"{pattern}: no such manifest, or it lists no shard")
+            shards += [Shard(f"{folder}/{name}", count) for name, count in sorted(counts.items())]
+            continue
+        for expanded in braceexpand.braceexpand(pattern):
+            if any(char in expanded for char in "*?["):
+                files = fsspec.open_files(expanded)
+                if not files:
+                    raise FileNotFoundError(f"no shard matches {expanded!r}")
+                paths = sorted(f.full_name for f in files)
+            else:
+                paths = [expanded]
+            shards += [Shard(path) for path in paths]
+    if not shards:
+        raise FileNotFoundError(f"no shards in {patterns}")
+    manifests: dict[str, dict[str, int]] = {}
+    resolved = []
+    for shard in shards:
+        if shard.samples is None:
+            folder, _, name = shard.path.rpartition("/")
+            if folder not in manifests:
+                manifests[folder] = _manifest_counts(folder)
+            shard = Shard(shard.path, manifests[folder].get(name))
+        resolved.append(shard)
+    return resolved
+
+
+# -- reading -------------------------------------------------------------------------------------
+class RetryingReader(io.RawIOBase):
+    """A read-only stream over an fsspec file that reopens and seeks on transient errors."""
+
+    def __init__(self, path: str, retries: int = 5, backoff: float = 0.5) -> None:
+        self.path, self.retries, self.backoff = path, retries, backoff
+        self.position = 0
+        self.handle = None
+        self._open()
+
+    def _open(self) -> None:
+        for attempt in range(self.retries + 1):
+            try:
+                self.handle = fsspec.open(self.path, "rb").open()
+                if self.position:
+                    self.handle.seek(self.position)
+                return
+            except FileNotFoundError:
+                raise
+            except TRANSIENT:
+                if attempt == self.retries:
+                    raise
+                time.sleep(self.backoff * 2 ** attempt)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        for attempt in range(self.retries + 1):
+            try:
+                data = self.handle.read(len(buffer))
+                buffer[:len(data)] = data
+                self.position += len(data)
+                return len(data)
+            except TRANSIENT:
+                if attempt == self.retries:
+                    raise
+                time.sleep(self.backoff * 2 ** attempt)
+                self._reopen()
+        return 0
+
+    def _reopen(self) -> None:
+        try:
+            self.handle.close()
+        except Exception:  # noqa: BLE001 - the old handle is broken either way
+            pass
+        self._open()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        super().close()
+
+
+def raw_samples(path: str, retries: int, stats: dict) -> Iterator[dict]:
+    """{'__key__', '__shard__', ext: bytes} per sample; damage is counted in ``stats``."""
+    current: dict | None = None
+    try:
+        with RetryingReader(path, retries) as reader, tarfile.open(fileobj=io.BufferedReader(reader, 1 << 20),
+                                                                  mode="r|*") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                base = info.name.rsplit("/", 1)[-1]
+                key, _, ext = base.partition(".")
+                data = tar.extractfile(info).read()
+                if current is not None and current["__key__"] != key:
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"__key__": key, "__shard__": path}
+                current[ext.lower()] = data
+    except (tarfile.TarError, EOFError, *TRANSIENT) as exc:
+        stats["bad_shards"] = stats.get("bad_shards", 0) + 1
+        log.warning("shard %s unreadable or truncated, skipped past: %s", path, exc)
+    if current is not None:
+        yield current
+
+
+def shuffled(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:
+    """A reservoir shuffle over raw samples (bytes, not decoded images)."""
+    buffer: list[dict] = []
+    for sample in samples:
+        if len(buffer) < size:
+            buffer.append(sample)
+            continue
+        index = rng.randrange(size)
+        buffer[index], sample = sample, buffer[index]
+        yield sample
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+# -- decoding ------------------------------------------------------------------------------------
+def augment(data: bytes, image_size: int, rng: np.random.Generator, train: bool = True) -> torch.Tensor:
+    """CLIP's augmentation: shorter side resized to ``image_size`` (bicubic), then a random square
+    crop of that size (centre crop for evaluation), normalised."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("RGB", (image_size, image_size))
+        image = image.convert("RGB")
+        scale = image_size / min(image.size)
+        size = (max(image_size, round(image.width * scale)), max(image_size, round(image.height * scale)))
+        image = image.resize(size, Image.BICUBIC)
+    x = int(rng.integers(0, size[0] - image_size + 1)) if train else (size[0] - image_size) // 2
+    y = int(rng.integers(0, size[1] - image_size + 1)) if train else (size[1] - image_size) // 2
+    array = np.asarray(image, dtype=np.float32)[y:y + image_size, x:x + image_size] / 255.0
+    array = (array - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
+    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+
+def image_member(sample: dict) -> bytes | None:
+    for ext in IMAGE_EXTENSIONS:
+        if ext in sample:
+            return sample[ext]
+    return None
+
+
+# -- the per-worker stream -------------------------------------------------------------------------
+@dataclass
+class WorkerPlan:
+    epoch: int
+    rank: int
+    world: int
+    worker: int  # logical worker number
+    workers: int
+    batches: int  # this worker's quota of batches in the epoch
+    start_batch: int = 0  # batches it already delivered (resume)
+    start_raw: int = 0  # raw samples it already consumed (resume)
+    skipped: int = 0  # corrupt samples already counted (resume)
+    stats: dict = field(default_factory=dict)
+
+
+def worker_shards(config: DataConfig, plan: WorkerPlan, pass_number: int) -> tuple[list[Shard], bool]:
+    """The shards of one pass of a worker, and whether it is resampling."""
+    order = list(config.shards)
+    random.Random(f"{config.seed}:{plan.epoch}").shuffle(order)
+    if len(order) < plan.world * plan.workers:  # too few to split: every worker draws from all
+        rng = random.Random(f"{config.seed}:{plan.epoch}:{plan.rank}:{plan.worker}:{pass_number}")
+        return [rng.choice(order) for _ in range(max(1, len(order)))], True
+    mine = order[plan.rank::plan.world][plan.worker::plan.workers]
+    if pass_number:
+        random.Random(f"{config.seed}:{plan.epoch}:{plan.rank}:{plan.worker}:{pass_number}").shuffle(mine)
+    return mine, False
+
+
+def raw_stream(config: DataConfig, plan: WorkerPlan) -> Iterator[dict]:
+    pass_number = 0
+    while True:
+        shards, _ = worker_shards(config, plan, pass_number)
+        delivered = False
+        for shard in shards:
+            for sample in raw_samples(shard.path, config.retries, plan.stats):
+                delivered = True
+                yield sample
+        if not delivered and pass_number > 3:
+            raise RuntimeError(f"rank {plan.rank} worker {plan.worker}: no readable sample in any of its shards")
+        pass_number += 1
+
+
+def batches(config: DataConfig, plan: WorkerPlan, tokenizer) -> Iterator[dict]:
+    """This worker's batches for the epoch: images, tokens and the position to resume from."""
+    rng = random.Random(f"{config.seed}:{plan.epoch}:{plan.rank}:{plan.worker}:shuffle")
+    stream = shuffled(raw_stream(config, plan), config.shuffle_buffer, rng)
+    raw, skipped = 0, plan.skipped
+    for _ in range(plan.start_raw):  # replay to the resume point: bytes only, nothing decoded
+        next(stream)
+        raw += 1
+    for number in range(plan.start_batch, plan.batches):
+        augment_rng = np.random.default_rng([config.seed, plan.epoch, plan.rank, plan.worker, number])
+        images, texts, keys = [], [], []
+        while len(images) < config.batch_size:
+            sample = next(stream)
+            raw += 1
+            data, text = image_member(sample), sample.get("txt")
+            try:
+                if data is None or text is None:
+                    raise ValueError("no image or no caption")
+                images.append(augment(data, config.image_size, augment_rng))
+                texts.append(text.decode("utf-8"))
+                keys.append(f"{sample['__shard__'].rsplit('/', 1)[-1]}/{sample['__key__']}")
+            except (OSError, ValueError, UnicodeDecodeError, Image.DecompressionBombError):
+                skipped += 1
+        yield {"images": torch.stack(images), "tokens": tokenizer(texts), "keys": keys,
+               "position": {"worker": plan.worker, "batch": number + 1, "raw": raw, "skipped": skipped,
+                            "bad_shards": plan.stats.get("bad_shards", 0)}}
+
+
+class ShardStream(IterableDataset):
+    """One epoch of one rank: ``batches_per_epoch`` batches from ``config.workers`` workers."""
+
+    def __init__(self, config: DataConfig, tokenizer, epoch: int, rank: int, world: int,
+                 resume: dict | None = None) -> None:
+        self.config, self.tokenizer, self.epoch, self.rank, self.world = config, tokenizer, epoch, rank, world
+        self.resume = resume or {"batches": 0, "workers": {}}
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return max(1, self.config.total_samples // (self.world * self.config.batch_size))
+
+    def quota(self, worker: int) -> int:
+        workers = max(1, self.config.workers)
+        return len(range(worker, self.batches_per_epoch, workers))
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.resume["batches"]
+
+    def plan(self, physical: int) -> WorkerPlan:
+        workers = max(1, self.config.workers)
+        logical = (physical + self.resume["batches"]) % workers
+        state = self.resume["workers"].get(str(logical), self.resume["workers"].get(logical, {}))
+        return WorkerPlan(self.epoch, self.rank, self.world, logical, workers, self.quota(logical),
+                          start_batch=state.get("batch", 0), start_raw=state.get("raw", 0),
+                          skipped=state.get("skipped", 0), stats={"bad_shards": state.get("bad_shards", 0)})
+
+    def __iter__(self):
+        info = get_worker_info()
+        physical = info.id if info else 0
+        if info is None and self.config.workers > 1:  # no DataLoader workers: interleave the streams
+            streams = [batches(self.config, self.plan(p), self.tokenizer) for p in range(self.config.workers)]
+            for _ in range(len(self)):
+                stream = streams.pop(0)
+                yield next(stream)
+                streams.append(stream)
+            return
+        yield from batches(self.config, self.plan(physical), self.tokenizer)
+
+
+def loader(stream: ShardStream, prefetch: int = 4) -> torch.utils.data.DataLoader:
+    workers = stream.config.workers
+    return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=False,
+                                       prefetch_factor=prefetch if workers else None, in_order=True,
+                                       multiprocessing_context="spawn" if workers else None)

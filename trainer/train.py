@@ -1,0 +1,484 @@
+"""Distributed CLIP training that streams webdataset shards and resumes exactly.
+
+    torchrun --nproc_per_node=N [--nnodes ...] -m trainer.train \\
+        --train-data 'gs://BUCKET/shards/{00000..04095}.tar' [--train-data ...] --model ViT-B-32 \\
+        --batch-size PER_RANK (--epochs E | --steps S) --out gs://BUCKET/runs/NAME [--resume latest] \\
+        [--max-minutes M] [--precision bf16] [--accum-freq K] [--grad-checkpointing] [--compile]
+
+``wit train ...`` is the same program in one process (or under torchrun). Data: :mod:`trainer.data`;
+checkpoints: :mod:`trainer.state`. DDP over NCCL on GPUs and gloo on CPUs; CLIP's loss with
+features gathered across ranks; AdamW without decay on gains, biases, embeddings and the
+temperature; linear warm-up then cosine; bf16 autocast; gradient clipping; gradient
+accumulation that keeps the contrastive batch global (features of all micro-batches cached,
+each re-computed with gradient in turn, as OpenCLIP's ``--accum-freq``). SIGTERM (preemption),
+``--max-minutes`` and ``--stop-after`` write a checkpoint at the next step boundary and exit 0.
+Metrics: ``OUT/metrics.jsonl`` (one line per logged step) and TensorBoard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+
+from trainer import data as data_module
+from trainer import state
+from wit.storage import join, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    train_data: list[str]
+    out: str
+    model: str = "wit-tiny-32"
+    batch_size: int = 64
+    epochs: int = 1
+    steps: int | None = None
+    lr: float = 5e-4
+    weight_decay: float = 0.2
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    warmup: int = 100
+    grad_clip: float | None = 1.0
+    accum_freq: int = 1
+    precision: str = "fp32"
+    grad_checkpointing: bool = False
+    compile: bool = False
+    workers: int = 2
+    seed: int = 0
+    shuffle_buffer: int = 1000
+    train_num_samples: int | None = None
+    tokenizer: str | None = None
+    resume: str | None = None
+    save_every: int = 1000
+    keep: int = 3
+    log_every: int = 10
+    max_minutes: float | None = None
+    stop_after: int | None = None
+    deterministic: bool = False
+    log_keys: bool = False
+    zeroshot: dict | None = None
+    zeroshot_every: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError("--precision must be fp32 or bf16")
+        if self.accum_freq < 1 or self.batch_size < 1:
+            raise ValueError("--batch-size and --accum-freq must be at least 1")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--train-data", action="append", required=True, metavar="PATTERN",
+        help="shards: brace pattern, glob, path or a sizes.json manifest (local, gs://, s3://); repeatable")
+    add("--out", required=True, help="run folder: checkpoints/, metrics.jsonl, tensorboard/, model/")
+    add("--model", default="wit-tiny-32", help="a model name (`wit train --list-models`) or a config JSON")
+    add("--batch-size", type=int, default=64, help="per rank, per micro-batch")
+    add("--epochs", type=int, default=1)
+    add("--steps", type=int, default=None, help="optimizer steps in all (overrides --epochs)")
+    for flag, kind, default in (("--lr", float, 5e-4), ("--weight-decay", float, 0.2), ("--beta1", float, 0.9),
+                                ("--beta2", float, 0.98), ("--eps", float, 1e-6), ("--warmup", int, 100),
+                                ("--grad-clip", float, 1.0), ("--accum-freq", int, 1), ("--workers", int, 2),
+                                ("--seed", int, 0), ("--shuffle-buffer", int, 1000),
+                                ("--train-num-samples", int, None), ("--save-every", int, 1000), ("--keep", int, 3),
+                                ("--log-every", int, 10), ("--max-minutes", float, None),
+                                ("--stop-after", int, None), ("--zeroshot-every", int, 0)):
+        add(flag, type=kind, default=default)
+    add("--precision", default="fp32", choices=("fp32", "bf16"))
+    add("--grad-checkpointing", action="store_true")
+    add("--compile", action="store_true", help="torch.compile the model")
+    add("--tokenizer", default=None, help="a tokenizer folder (`wit tokenizer train`) or CLIP's bpe .txt.gz")
+    add("--resume", default=None, help="'latest' or a checkpoint path")
+    add("--deterministic", action="store_true", help="deterministic kernels (bitwise-equal resumes on CPU)")
+    add("--log-keys", action="store_true", help="record every trained sample key in OUT/keys-rank{R}.jsonl")
+    add("--zeroshot-images", default=None, help="periodic zero-shot: image folder")
+    add("--zeroshot-labels", default=None)
+    add("--zeroshot-classnames", default=None)
+    add("--zeroshot-templates", default=None)
+    add("--zeroshot-task", default=None)
+    add("--list-models", action="store_true", help=argparse.SUPPRESS)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    zeroshot = None
+    if args.zeroshot_images:
+        zeroshot = {"images": args.zeroshot_images, "labels": args.zeroshot_labels,
+                    "classnames": args.zeroshot_classnames, "templates": args.zeroshot_templates,
+                    "task": args.zeroshot_task}
+    names = [f.name for f in TrainConfig.__dataclass_fields__.values()]
+    values = {name: getattr(args, name) for name in names if hasattr(args, name) and name != "zeroshot"}
+    return TrainConfig(**values, zeroshot=zeroshot)
+
+
+# -- pieces ----------------------------------------------------------------------------------------
+def load_tokenizer(spec: str | None):
+    from trainer.tokenizer import Tokenizer
+
+    if spec and not spec.endswith(".gz"):
+        return Tokenizer.load(spec)
+    if spec is None:
+        from importlib import resources
+
+        spec = str(resources.files("open_clip") / "bpe_simple_vocab_16e6.txt.gz")
+    return Tokenizer.from_clip_bpe(spec)
+
+
+def build_model(name: str, tokenizer, config: TrainConfig):
+    from trainer.config import CLIPConfig, get_config
+    from trainer.models import CLIP
+
+    clip_config = CLIPConfig.load(name) if name.endswith(".json") else get_config(name)
+    if clip_config.text.vocab_size != tokenizer.vocab_size:
+        clip_config = replace(clip_config, text=replace(clip_config.text, vocab_size=tokenizer.vocab_size))
+    model = CLIP(replace(clip_config, grad_checkpointing=config.grad_checkpointing))
+    return model
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No decay on gains, biases, embeddings and the temperature (CLIP, OpenCLIP)."""
+    decay, plain = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        exempt = parameter.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith(".bias")
+        (plain if exempt else decay).append(parameter)
+    return [{"params": plain, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def learning_rate(step: int, base: float, warmup: int, total: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Stopper:
+    """SIGTERM / time limit / --stop-after, agreed across ranks at a step boundary."""
+
+    def __init__(self, max_minutes: float | None) -> None:
+        self.signalled = False
+        self.deadline = time.monotonic() + max_minutes * 60 if max_minutes else None
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        self.signalled = True
+
+    def should_stop(self, distributed: bool) -> bool:
+        flag = self.signalled or (self.deadline is not None and time.monotonic() > self.deadline)
+        if distributed:
+            tensor = torch.tensor([1.0 if flag else 0.0])
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+            flag = bool(tensor.item())
+        return flag
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def train_step(model, batches: list[dict], loss_fn, autocast, config: TrainConfig) -> torch.Tensor:
+    """One optimizer step's forward and backward over ``accum_freq`` micro-batches."""
+    if len(batches) == 1:
+        with autocast():
+            image, text, scale = model(batches[0]["images"], batches[0]["tokens"])
+            loss = loss_fn(image, text, scale)
+        loss.backward()
+        return loss.detach()
+    with torch.no_grad(), autocast():  # cache every micro-batch's features
+        cached = [model(b["images"], b["tokens"])[:2] for b in batches]
+    total = torch.zeros(())
+    for index, batch in enumerate(batches):
+        last = index == len(batches) - 1
+        sync = model.no_sync() if hasattr(model, "no_sync") and not last else _nothing()
+        with sync, autocast():
+            image, text, scale = model(batch["images"], batch["tokens"])
+            images = torch.cat([c[0] for c in cached[:index]] + [image] + [c[0] for c in cached[index + 1:]])
+            texts = torch.cat([c[1] for c in cached[:index]] + [text] + [c[1] for c in cached[index + 1:]])
+            loss = loss_fn(images, texts, scale)
+        loss.backward()
+        total = loss.detach()
+    return total
+
+
+# -- the run -----------------------------------------------------------------------------------------
+class Run:
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.distributed = self.world > 1
+        self.device = torch.device(f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu")
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(config.seed)
+        self.tokenizer = load_tokenizer(config.tokenizer)
+        self.model = build_model(config.model, self.tokenizer, config).to(self.device)
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay), lr=config.lr,
+                                           betas=(config.beta1, config.beta2), eps=config.eps)
+        shards = data_module.resolve_shards(config.train_data)
+        self.data = data_module.DataConfig(shards, config.batch_size, self.model.config.vision.image_size,
+                                           workers=config.workers, seed=config.seed,
+                                           shuffle_buffer=config.shuffle_buffer, num_samples=config.train_num_samples)
+        per_epoch = data_module.ShardStream(self.data, self.tokenizer, 0, self.rank, self.world).batches_per_epoch
+        self.steps_per_epoch = max(1, per_epoch // config.accum_freq)
+        self.total_steps = config.steps or config.epochs * self.steps_per_epoch
+        self.step, self.epoch, self.position = 0, 0, {"batches": 0, "workers": {}}
+        self.wrapped = self.model
+        if self.distributed:
+            ids = [self.local_rank] if self.device.type == "cuda" else None
+            self.wrapped = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if config.compile:
+            self.wrapped = torch.compile(self.wrapped)
+        from trainer.loss import ClipLoss
+
+        self.loss_fn = ClipLoss(local_loss=True, gather_with_grad=True)
+        self.metrics: list[str] = []
+        self.writer = None
+        self.started = time.monotonic()
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def payload(self) -> dict | None:
+        mine = {"position": self.position, "rng": state.rng_state()}
+        gathered = [None] * self.world
+        if self.distributed:
+            dist.all_gather_object(gathered, mine)
+        else:
+            gathered = [mine]
+        if self.rank != 0:
+            return None
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                "epoch": self.epoch, "ranks": gathered, "world_size": self.world, "config": asdict(self.config),
+                "model_config": self.model.config.to_json(), "format": "wit-train/1"}
+
+    def save(self) -> None:
+        payload = self.payload()
+        if payload is not None:
+            path = state.save_checkpoint(self.config.out, self.step, payload, self.config.keep)
+            log.info("checkpoint %s", path)
+        if self.distributed:
+            dist.barrier()
+
+    def restore(self) -> None:
+        path = state.resolve_resume(self.config.out, self.config.resume)
+        if path is None:
+            if self.config.resume and self.config.resume != "latest":
+                raise FileNotFoundError(f"--resume {self.config.resume}: no such checkpoint")
+            return
+        payload = state.load_checkpoint(path)
+        if payload["world_size"] != self.world:
+            raise ValueError(f"{path} was written by {payload['world_size']} ranks, this run has {self.world}: "
+                             "an exact resume needs the same world size")
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.step, self.epoch = payload["step"], payload["epoch"]
+        mine = payload["ranks"][self.rank]
+        self.position = mine["position"]
+        state.set_rng_state(mine["rng"])
+        if self.rank == 0:
+            log.info("resumed from %s: step %d, epoch %d, batch %d of the epoch", path, self.step, self.epoch,
+                     self.position["batches"])
+
+    # -- logging -------------------------------------------------------------------------------
+    def log_metrics(self, record: dict) -> None:
+        if self.rank != 0:
+            return
+        self.metrics.append(json.dumps(record))
+        path = join(self.config.out, "metrics.jsonl")
+        if "://" in self.config.out:
+            write_text_atomic(path, "\n".join(self.metrics) + "\n")
+        else:
+            os.makedirs(self.config.out, exist_ok=True)
+            with open(path, "a") as handle:
+                handle.write(self.metrics[-1] + "\n")
+        if self.writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                folder = join(self.config.out, "tensorboard") if "://" not in self.config.out else "tensorboard"
+                self.writer = SummaryWriter(folder)
+            except ImportError:
+                self.writer = False
+        if self.writer:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.writer.add_scalar(f"train/{key}", value, record["step"])
+
+    def zeroshot(self) -> None:
+        spec = self.config.zeroshot
+        if self.rank == 0 and spec:
+            from trainer import zeroshot
+
+            classnames = zeroshot.load_task_list(spec["classnames"], spec["task"], "class names")
+            templates = (zeroshot.load_task_list(spec["templates"], spec["task"], "templates")
+                         if spec["templates"] else zeroshot.DEFAULT_TEMPLATES)
+            result = zeroshot.zeroshot(self.model, self.tokenizer, spec["images"], spec["labels"], classnames,
+                                       templates)
+            self.model.train()
+            self.log_metrics({"step": self.step, "zeroshot_top1": result["top1"], "zeroshot_top5": result["top5"]})
+        if self.distributed:
+            dist.barrier()
+
+    # -- training ------------------------------------------------------------------------------
+    def run(self) -> dict:
+        config = self.config
+        self.restore()
+        stopper = Stopper(config.max_minutes)
+        autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if config.precision == "bf16" \
+            else _nothing
+        keys_log = None
+        if config.log_keys and "://" not in config.out:
+            os.makedirs(config.out, exist_ok=True)
+            keys_log = open(os.path.join(config.out, f"keys-rank{self.rank}.jsonl"), "a")
+        bar = self._bar()
+        stopped_by, this_run, skipped, bad_shards = None, 0, 0, 0
+        self.wrapped.train()
+        while self.step < self.total_steps and stopped_by is None:
+            stream = data_module.ShardStream(self.data, self.tokenizer, self.epoch, self.rank, self.world,
+                                             resume=self.position)
+            batches = iter(data_module.loader(stream))
+            window_start, window_samples, data_wait = time.monotonic(), 0, 0.0
+            while self.step < self.total_steps:
+                micro = []
+                waited = time.monotonic()
+                for _ in range(config.accum_freq):
+                    batch = next(batches, None)
+                    if batch is None:
+                        break
+                    micro.append(batch)
+                data_wait += time.monotonic() - waited
+                if len(micro) < config.accum_freq:
+                    break  # the epoch is over (every rank ends it at the same batch)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = learning_rate(self.step, config.lr, config.warmup, self.total_steps)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = train_step(self.wrapped, micro, self.loss_fn, autocast, config)
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+                self.optimizer.step()
+                self.model.clamp_logit_scale_()
+                self.step += 1
+                this_run += 1
+                for batch in micro:
+                    position = batch["position"]
+                    self.position["batches"] += 1
+                    self.position["workers"][str(position["worker"])] = position
+                    if keys_log is not None:
+                        keys_log.write(json.dumps({"step": self.step, "keys": batch["keys"]}) + "\n")
+                skipped = sum(p["skipped"] for p in self.position["workers"].values())
+                bad_shards = sum(p["bad_shards"] for p in self.position["workers"].values())
+                window_samples += sum(len(b["keys"]) for b in micro) * self.world
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+                if self.step % config.log_every == 0 or self.step == self.total_steps:
+                    elapsed = time.monotonic() - window_start
+                    self.log_metrics({"step": self.step, "epoch": self.epoch, "loss": round(loss.item(), 6),
+                                      "lr": self.optimizer.param_groups[0]["lr"],
+                                      "logit_scale": round(self.model.logit_scale.exp().item(), 4),
+                                      "samples_per_s": round(window_samples / elapsed, 2) if elapsed else None,
+                                      "data_wait": round(data_wait, 4), "skipped": skipped, "bad_shards": bad_shards})
+                    window_start, window_samples, data_wait = time.monotonic(), 0, 0.0
+                if config.zeroshot_every and self.step % config.zeroshot_every == 0:
+                    self.zeroshot()
+                if self.step % config.save_every == 0 and self.step < self.total_steps:
+                    self.save()
+                if config.stop_after and this_run >= config.stop_after and self.step < self.total_steps:
+                    stopped_by = "stop-after"
+                elif stopper.should_stop(self.distributed):
+                    stopped_by = "signal or time limit"
+                if stopped_by:
+                    break
+            if stopped_by is None and self.step < self.total_steps:
+                self.epoch += 1
+                self.position = {"batches": 0, "workers": {}}
+        self.save()
+        if keys_log is not None:
+            keys_log.close()
+        if bar is not None:
+            bar.close()
+        if stopped_by is None:
+            if self.rank == 0:
+                state.export_model(config.out, self.model, self.tokenizer)
+            if config.zeroshot:
+                self.zeroshot()
+        if self.writer:
+            self.writer.close()
+        return {"step": self.step, "epoch": self.epoch, "stopped_by": stopped_by, "skipped": skipped,
+                "bad_shards": bad_shards, "rank": self.rank}
+
+    def _bar(self):
+        from wit.logs import progress_enabled
+
+        if self.rank != 0 or not progress_enabled():
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step")
+
+
+def list_models() -> str:
+    from trainer.config import MODELS
+    from trainer.models import count_parameters
+
+    lines = []
+    for name, clip_config in MODELS.items():
+        with torch.device("meta"):
+            from trainer.models import CLIP
+
+            params = count_parameters(CLIP(clip_config))
+        lines.append(f"{name:16s} {params / 1e6:8.1f}M  {clip_config.vision.image_size}px")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from wit.logs import setup_logging
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--list-models" in argv:
+        print(list_models())
+        return 0
+    setup_logging()
+    parser = argparse.ArgumentParser(prog="wit train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    run = Run(config)
+    result = run.run()
+    log.info("rank %d: %s", run.rank, result)
+    if run.distributed:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    import importlib
+
+    sys.exit(importlib.import_module("trainer.train").main())  # by module path: workers unpickle by it
