@@ -101,7 +101,7 @@ def resolve_shards(patterns: list[str]) -> list[Shard]:
                 files = fsspec.open_files(expanded)
                 if not files:
                     raise FileNotFoundError(f"no shard matches {expanded!r}")
-                paths = sorted(f.full_name for f in files)
+                paths = sorted(f.path if "file" in f.fs.protocol else f.full_name for f in files)
             else:
                 paths = [expanded]
             shards += [Shard(path) for path in paths]

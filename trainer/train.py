@@ -211,7 +211,8 @@ def train_step(model, batches: list[dict], loss_fn, autocast, config: TrainConfi
             image, text, scale = model(batch["images"], batch["tokens"])
             images = torch.cat([c[0] for c in cached[:index]] + [image] + [c[0] for c in cached[index + 1:]])
             texts = torch.cat([c[1] for c in cached[:index]] + [text] + [c[1] for c in cached[index + 1:]])
-            loss = loss_fn(images, texts, scale)
+            # the temperature's gradient comes from the full-batch loss once, not once per micro-batch
+            loss = loss_fn(images, texts, scale if index == 0 else scale.detach())
         loss.backward()
         total = loss.detach()
     return total
@@ -461,7 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--list-models" in argv:
         print(list_models())
         return 0
-    setup_logging()
+    if not logging.getLogger().handlers:
+        setup_logging()
     parser = argparse.ArgumentParser(prog="wit train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)

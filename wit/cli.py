@@ -6,6 +6,7 @@
     wit crawl --urls GLOB --out DIR  images into webdataset shards (pipeline.crawl)
     wit dedup index --name NAME --images DIR --out INDEX   index an evaluation set (dedup.index)
     wit dedup audit --shards GLOB --index INDEX --out DIR   overlap report, clean shards (dedup.audit)
+    wit train --train-data PATTERN --out DIR [--model NAME]   train (trainer.train; torchrun for DDP)
     wit tokenizer train --captions GLOB --out DIR   a BPE vocabulary from our captions
     wit eval zeroshot --checkpoint DIR --images DIR --labels TSV --classnames JSON
     wit doctor                      check this machine and print fixes
@@ -48,6 +49,8 @@ COMMANDS: dict[str, Command] = {
                      "pipeline.crawl", arguments=None, entry="run", passthrough=True),
     "dedup": Command("evaluation-set near-duplicates: `wit dedup index` and `wit dedup audit` (Beam jobs)",
                      "dedup.cli", arguments=None, entry="run", passthrough=True),
+    "train": Command("train CLIP on webdataset shards (= torchrun -m trainer.train); --list-models",
+                     "trainer.train", arguments=None, entry="main", passthrough=True),
     "tokenizer": Command("train a byte-level BPE vocabulary from captions (`wit tokenizer train`)",
                          "trainer.tokenizer"),
     "eval": Command("evaluate a model: `wit eval zeroshot` (prompt-template zero-shot classification)",
