@@ -62,6 +62,7 @@ class DataConfig:
     shuffle_buffer: int = 1000
     retries: int = 5
     num_samples: int | None = None  # per epoch; default: the manifest's total
+    augment: str = "clip"
 
     @property
     def total_samples(self) -> int:
@@ -213,15 +214,29 @@ def shuffled(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator
 
 
 # -- decoding ------------------------------------------------------------------------------------
-def augment(data: bytes, image_size: int, rng: np.random.Generator, train: bool = True) -> torch.Tensor:
-    """CLIP's augmentation: shorter side resized to ``image_size`` (bicubic), then a random square
-    crop of that size (centre crop for evaluation), normalised."""
+def augment(data: bytes, image_size: int, rng: np.random.Generator, mode: str = "clip") -> torch.Tensor:
+    """``clip``: CLIP's augmentation, the shorter side resized to ``image_size`` (bicubic), then a
+    random square crop of that size. ``strong``: a random crop of 50-100% of the area (aspect
+    3:4..4:3) resized to ``image_size``, flipped half the time (for small data). ``center``: the
+    evaluation view. All draws come from ``rng``."""
     with Image.open(io.BytesIO(data)) as image:
         image.draft("RGB", (image_size, image_size))
         image = image.convert("RGB")
-        scale = image_size / min(image.size)
-        size = (max(image_size, round(image.width * scale)), max(image_size, round(image.height * scale)))
-        image = image.resize(size, Image.BICUBIC)
+        if mode == "strong":
+            area = rng.uniform(0.5, 1.0) * image.width * image.height
+            ratio = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
+            w = min(image.width, max(1, round(np.sqrt(area * ratio))))
+            h = min(image.height, max(1, round(np.sqrt(area / ratio))))
+            x, y = int(rng.integers(0, image.width - w + 1)), int(rng.integers(0, image.height - h + 1))
+            image = image.resize((image_size, image_size), Image.BICUBIC, box=(x, y, x + w, y + h))
+            if rng.random() < 0.5:
+                image = image.transpose(Image.FLIP_LEFT_RIGHT)
+            size = (image_size, image_size)
+        else:
+            scale = image_size / min(image.size)
+            size = (max(image_size, round(image.width * scale)), max(image_size, round(image.height * scale)))
+            image = image.resize(size, Image.BICUBIC)
+    train = mode != "center"
     x = int(rng.integers(0, size[0] - image_size + 1)) if train else (size[0] - image_size) // 2
     y = int(rng.integers(0, size[1] - image_size + 1)) if train else (size[1] - image_size) // 2
     array = np.asarray(image, dtype=np.float32)[y:y + image_size, x:x + image_size] / 255.0
@@ -296,7 +311,7 @@ def batches(config: DataConfig, plan: WorkerPlan, tokenizer) -> Iterator[dict]:
             try:
                 if data is None or text is None:
                     raise ValueError("no image or no caption")
-                images.append(augment(data, config.image_size, augment_rng))
+                images.append(augment(data, config.image_size, augment_rng, config.augment))
                 texts.append(text.decode("utf-8"))
                 keys.append(f"{sample['__shard__'].rsplit('/', 1)[-1]}/{sample['__key__']}")
             except (OSError, ValueError, UnicodeDecodeError, Image.DecompressionBombError):

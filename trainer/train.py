@@ -60,6 +60,7 @@ class TrainConfig:
     workers: int = 2
     seed: int = 0
     shuffle_buffer: int = 1000
+    augment: str = "clip"
     train_num_samples: int | None = None
     tokenizer: str | None = None
     resume: str | None = None
@@ -98,6 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 ("--stop-after", int, None), ("--zeroshot-every", int, 0)):
         add(flag, type=kind, default=default)
     add("--precision", default="fp32", choices=("fp32", "bf16"))
+    add("--augment", default="clip", choices=("clip", "strong"),
+        help="clip: random square crop of the resized image (CLIP); strong: random resized crop and flip")
     add("--grad-checkpointing", action="store_true")
     add("--compile", action="store_true", help="torch.compile the model")
     add("--tokenizer", default=None, help="a tokenizer folder (`wit tokenizer train`) or CLIP's bpe .txt.gz")
@@ -239,11 +242,12 @@ class Run:
         self.tokenizer = load_tokenizer(config.tokenizer)
         self.model = build_model(config.model, self.tokenizer, config).to(self.device)
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay), lr=config.lr,
-                                           betas=(config.beta1, config.beta2), eps=config.eps)
+                                           betas=(config.beta1, config.beta2), eps=config.eps, fused=True)
         shards = data_module.resolve_shards(config.train_data)
         self.data = data_module.DataConfig(shards, config.batch_size, self.model.config.vision.image_size,
                                            workers=config.workers, seed=config.seed,
-                                           shuffle_buffer=config.shuffle_buffer, num_samples=config.train_num_samples)
+                                           shuffle_buffer=config.shuffle_buffer, num_samples=config.train_num_samples,
+                                           augment=config.augment)
         per_epoch = data_module.ShardStream(self.data, self.tokenizer, 0, self.rank, self.world).batches_per_epoch
         self.steps_per_epoch = max(1, per_epoch // config.accum_freq)
         self.total_steps = config.steps or config.epochs * self.steps_per_epoch
