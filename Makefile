@@ -1,6 +1,7 @@
 # Set-up and entry points. `make test` and `make demo` do all set-up on a fresh machine.
 #   make install   .venv with wit and its pinned dependencies (+ Debian packages when possible)
-#   make test      install, then the whole test suite
+#   make test      install, then the whole test suite (it runs `wit demo --fast`)
+#   make demo      install, then `wit demo`: the whole chain on a generated world, with a report
 #   make doctor    check this machine (`wit doctor`)
 #   make lock      re-freeze constraints.txt after changing a pin in pyproject.toml
 
@@ -14,7 +15,7 @@ SYSTEM_PACKAGES := wordnet-base chromium shellcheck
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps test doctor lock clean
+.PHONY: install system-deps test demo doctor lock clean
 
 install: $(STAMP) system-deps
 
@@ -39,6 +40,9 @@ system-deps:
 
 test: install
 	WIT_QUIET=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/wit demo --out out/demo
 
 doctor: install
 	$(VENV)/bin/wit doctor

@@ -26,10 +26,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def run(command: list[str]) -> tuple[float, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WIT_QUIET": "1"}
+def run(command: list[str], cwd: Path | None = None) -> tuple[float, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WIT_QUIET": "1",
+           "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
     started = time.monotonic()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=cwd)
     wall = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"{command[:6]} failed:\n{done.stderr[-4000:]}")
@@ -73,8 +74,8 @@ def main() -> int:
                                 "--batch-size", common["batch"], "--epochs", common["epochs"], "--lr", common["lr"],
                                 "--warmup", common["warmup"], "--workers", "1", "--precision", precision,
                                 "--dist-backend", "gloo", "--local-loss", "--gather-with-grad", "--save-frequency", "0",
-                                "--report-to", "", "--logs", str(tmp / "theirs"), "--name", "bench",
-                                "--log-every-n-steps", "10", "--seed", "0"])
+                                "--report-to", "", "--name", "bench",
+                                "--log-every-n-steps", "10", "--seed", "0"], cwd=tmp)  # logs in tmp/logs
         theirs_rates = [float(x) for x in re.findall(r"Batch \(t\): [\d.]+, ([\d.]+)/s,", log)][1:]
     ours = sum(ours_rates) / len(ours_rates)
     theirs = sum(theirs_rates) / len(theirs_rates)

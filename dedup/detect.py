@@ -6,7 +6,9 @@ structures and answers :meth:`Detector.match` for an image:
 1. **Hash path**: the pool image's PHash codes (image and border-trimmed interior) are searched
    with multi-index hashing (``IndexBinaryMultiHash``: two 32-bit tables, two bit flips, exact for
    distances up to 5) against every view of every evaluation image. A distance at or under
-   ``hash_threshold`` is a duplicate on its own: this catches copies too smooth for keypoints.
+   ``hash_threshold`` is a duplicate when the image is too smooth for keypoints, or when its
+   keypoints also match that image (``hash_confirm_inliers`` verified); flat graphics collide in
+   PHash.
 2. **Local-feature path**: the pool image's ORB descriptors are searched (2 nearest neighbours,
    ``IndexBinaryIVF`` or exact for small indexes) among all evaluation descriptors; matches that
    pass Lowe's ratio test vote for their (image, view); the top ``verify_top`` views are verified
@@ -38,6 +40,7 @@ class DetectConfig:
     reprojection_px: float = 4.0
     nprobe: int = 2
     near_miss: float = 0.5
+    hash_confirm_inliers: int = 4  # a textured image's hash hit needs this many verified matches
 
     def __post_init__(self) -> None:
         if not 0 <= self.hash_threshold <= 5:
@@ -117,41 +120,59 @@ class Detector:
                 best[item] = int(distance)
         return best
 
-    def verified(self, points: np.ndarray, descriptors: np.ndarray) -> dict[int, int]:
-        """Inliers per item for the best-voted evaluation views."""
+    def correspondences(self, points: np.ndarray, descriptors: np.ndarray):
+        """Ratio-tested nearest-neighbour matches: (pool points, index rows, their groups)."""
         config = self.config
         if len(descriptors) < config.min_matches:
-            return {}
+            return None
         distances, rows = self.descriptor_index.search(descriptors, 2)
         nearest, second = distances[:, 0], np.maximum(distances[:, 1], 1)
         good = (rows[:, 0] >= 0) & (nearest < config.max_descriptor_distance) & (nearest < config.ratio * second)
         if good.sum() < config.min_matches:
+            return None
+        targets = rows[good, 0]
+        return points[good], targets, self.groups[targets]
+
+    def fit(self, source: np.ndarray, targets: np.ndarray) -> int:
+        """Inliers of a RANSAC affine fit that is a plausible image-to-image map, else 0."""
+        if len(source) < self.config.min_matches:
+            return 0
+        affine, mask = cv2.estimateAffine2D(source, self.keypoints[targets], method=cv2.RANSAC,
+                                            ransacReprojThreshold=self.config.reprojection_px, maxIters=500,
+                                            confidence=0.99, refineIters=0)
+        return int(mask.sum()) if affine is not None and plausible(affine) else 0
+
+    def verified(self, found, extra_items: set[int] = frozenset()) -> dict[int, int]:
+        """Inliers per item for the best-voted evaluation views, and for ``extra_items``."""
+        if found is None:
             return {}
-        source, targets = points[good], rows[good, 0]
-        groups = self.groups[targets]
+        source, targets, groups = found
         voted, votes = np.unique(groups, return_counts=True)
+        chosen_groups = list(voted[np.argsort(-votes, kind="stable")][:self.config.verify_top])
+        chosen_groups += [g for g in voted if g // 6 in extra_items and g not in chosen_groups]
         inliers: dict[int, int] = {}
-        for group in voted[np.argsort(-votes, kind="stable")][:config.verify_top]:
+        for group in chosen_groups:
             chosen = groups == group
-            if chosen.sum() < config.min_matches:
-                break
-            affine, mask = cv2.estimateAffine2D(source[chosen], self.keypoints[targets[chosen]], method=cv2.RANSAC,
-                                                ransacReprojThreshold=config.reprojection_px, maxIters=500,
-                                                confidence=0.99, refineIters=0)
-            count = int(mask.sum()) if affine is not None and plausible(affine) else 0
             item = int(group // 6)
-            inliers[item] = max(inliers.get(item, 0), count)
+            inliers[item] = max(inliers.get(item, 0), self.fit(source[chosen], targets[chosen]))
         return inliers
 
     def match_grey(self, grey: np.ndarray) -> list[Match]:
-        """Every evaluation item with some evidence, best first (duplicates and near misses)."""
+        """Every evaluation item with some evidence, best first (duplicates and near misses).
+
+        A hash hit alone decides only for images too smooth to verify (fewer than
+        ``2 x min_inliers`` keypoints): on a textured image a copy also matches geometrically, and
+        flat graphics (one shape on a plain background, logos) collide in PHash."""
         config = self.config
         hits = self.hash_hits(features.pool_hashes(grey, self.features))
         points, descriptors = features.pool_orb(grey, self.features)
-        inliers = self.verified(points, descriptors)
+        inliers = self.verified(self.correspondences(points, descriptors), set(hits))
+        smooth = len(descriptors) < 2 * config.min_inliers
         matches = []
         for item in set(hits) | set(inliers):
             count, distance = inliers.get(item, 0), hits.get(item)
+            if distance is not None and not smooth and count < config.hash_confirm_inliers:
+                distance = None  # a textured image whose hash hit nothing verifies: not evidence
             score = _score(count, distance, config)
             if score >= config.near_miss:
                 matches.append(Match(item, count, distance, score, score >= 1.0))

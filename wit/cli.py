@@ -9,6 +9,7 @@
     wit train --train-data PATTERN --out DIR [--model NAME]   train (trainer.train; torchrun for DDP)
     wit tokenizer train --captions GLOB --out DIR   a BPE vocabulary from our captions
     wit eval zeroshot --checkpoint DIR --images DIR --labels TSV --classnames JSON
+    wit demo [--fast]               the whole chain on a generated world, with a report
     wit doctor                      check this machine and print fixes
 
 Each stage adds its subcommand here as it lands. Stage subcommands that are Beam jobs hand
@@ -55,6 +56,8 @@ COMMANDS: dict[str, Command] = {
                          "trainer.tokenizer"),
     "eval": Command("evaluate a model: `wit eval zeroshot` (prompt-template zero-shot classification)",
                     "trainer.zeroshot"),
+    "demo": Command("run the whole chain on a generated local world and write a report (`wit demo --fast`)",
+                    "wit.demo"),
     "doctor": Command("check versions, the local Beam runner, WordNet, GCS access and disk; print fixes", "wit.doctor"),
 }
 

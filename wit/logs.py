@@ -21,6 +21,7 @@ DATE_FORMAT = "%H:%M:%S"
 # Libraries that are chatty at INFO and say nothing a wit user needs.
 _NOISY = (
     "apache_beam",
+    "faiss",
     "google",
     "urllib3",
     "gcsfs",

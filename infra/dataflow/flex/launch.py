@@ -1,0 +1,45 @@
+"""Flex Template entry point: ``WIT_JOB`` (queries, curate, crawl, dedup_index, dedup_audit)
+names the job. Dataflow passes every template parameter as ``--name=value`` with the metadata's
+underscore names; the job's own flags are hyphenated (``--max-per-query``), Beam's are not
+(``--temp_location``). :func:`translate` maps the first onto the job's flags, turns ``true`` /
+``false`` of a switch into its presence or absence, and leaves Beam's flags alone."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+JOBS = {"queries": "query_list.build", "curate": "pipeline.curate", "crawl": "pipeline.crawl",
+        "dedup_index": "dedup.index", "dedup_audit": "dedup.audit"}
+
+
+def job_flags(module) -> dict[str, argparse.Action]:
+    parser = argparse.ArgumentParser(add_help=False)
+    module.add_arguments(parser)
+    return {flag: action for action in parser._actions for flag in action.option_strings}  # noqa: SLF001
+
+
+def translate(argv: list[str], flags: dict[str, argparse.Action]) -> list[str]:
+    out = []
+    for arg in argv:
+        name, has_value, value = arg.partition("=")
+        hyphenated = "--" + name[2:].replace("_", "-") if name.startswith("--") else name
+        if hyphenated not in flags:
+            out.append(arg)
+            continue
+        if flags[hyphenated].nargs == 0:  # a switch: true/false from the template form
+            if not has_value or value.lower() in ("1", "true", "yes"):
+                out.append(hyphenated)
+            continue
+        out.append(f"{hyphenated}={value}" if has_value else hyphenated)
+    return out
+
+
+if __name__ == "__main__":
+    from wit.logs import setup_logging
+
+    setup_logging()
+    job = importlib.import_module(JOBS[os.environ["WIT_JOB"]])
+    sys.exit(job.run(translate(sys.argv[1:], job_flags(job))))

@@ -1,0 +1,282 @@
+"""``wit demo``: the whole chain on a generated local world, in one command, offline.
+
+    wit demo [--out out/demo] [--fast] [--keep-going]
+
+1. a world (:mod:`wit.demo_world`): a Wikipedia-format dump, page views, a web of rendered scenes
+   served on loopback by the test web server, a WARC capture of it, held-out evaluation scenes;
+2. ``wit queries`` -> ``wit curate`` (the WARC) -> ``wit dedup index`` (the evaluation scenes) ->
+   ``wit crawl --eval-index`` into a bucket of a local GCS emulator -> ``wit dedup audit
+   --write-clean``;
+3. ``wit train``: 2 processes (torchrun, gloo) streaming the clean shards from the bucket, then
+   zero-shot classification of the held-out scenes;
+4. ``OUT/report.html`` linking every stage's report, and a summary on the console.
+
+A failing stage is named with the command that re-runs it alone and the log (``OUT/demo.log``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wit.demo_world import WorldConfig
+
+log = logging.getLogger("wit.demo")
+TEMPLATES = ["a photo of a {}.", "a drawing of a {}.", "an image of a {}.", "a {}."]
+
+
+@dataclass
+class DemoConfig:
+    out: Path
+    fast: bool = False
+    world: WorldConfig = field(default_factory=WorldConfig)
+    epochs: int = 30
+    batch_size: int = 32
+    model: str = "wit-tiny-32"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="out/demo", help="where the world, outputs and report go")
+    parser.add_argument("--fast", action="store_true", help="the same stages at CI sizes (under 5 minutes)")
+    parser.add_argument("--epochs", type=int, default=None)
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+class Demo:
+    def __init__(self, config: DemoConfig) -> None:
+        self.config = config
+        self.out = config.out
+        self.results: dict[str, dict] = {}
+        self.commands: dict[str, str] = {}
+        self.started = time.monotonic()
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def stage(self, number: int, name: str, command: str, fn):
+        self.commands[name] = command
+        began = time.monotonic()
+        print(f"[{number}/8] {name} ...", flush=True)
+        try:
+            result = fn() or {}
+        except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
+            log.error("stage %s failed:\n%s", name, traceback.format_exc())
+            raise StageFailed(f"stage {number} ({name}) failed: {exc}\n  re-run it alone: {command}\n"
+                              f"  log: {self.out / 'demo.log'}") from exc
+        result["seconds"] = round(time.monotonic() - began, 1)
+        self.results[name] = result
+        print(f"[{number}/8] {name} done in {result['seconds']:.0f}s", flush=True)
+        return result
+
+    # -- the chain -----------------------------------------------------------------------------
+    def run(self) -> dict:
+        from wit import demo_world
+        from wit.testing.fakeweb import FakeWeb
+        from wit.testing.gcs import GCSEmulator
+
+        out, world_dir = self.out, self.out / "world"
+        built: dict = {}
+
+        def make_world():
+            built.update(demo_world.build(world_dir, self.config.world))
+            return {"pages": len(built["pages"]), "images": built["images"],
+                    "planted_eval_copies": len(built["planted_eval_copies"]), "classes": len(built["classes"])}
+        self.stage(1, "world", "wit demo (the world is regenerated each run)", make_world)
+        manifest = built
+        with FakeWeb(root=world_dir / "www") as web, GCSEmulator(log_path=out / "gcs-emulator.log") as gcs:
+            base = web.url("/")
+            warc = demo_world.write_warc(world_dir, base, manifest["pages"])
+            bucket = gcs.create_bucket("wit-demo")
+            self._queries(world_dir)
+            self._curate(warc)
+            self._index(world_dir)
+            self._crawl(bucket)
+            self._audit(bucket)
+            self._train(bucket)
+        self._evaluate(world_dir)
+        return self._report(manifest)
+
+    def _queries(self, world: Path) -> None:
+        from query_list import build
+
+        argv = ["--wiki", str(world / "wiki" / "*.xml"), "--pageviews", str(world / "pageviews" / "*.gz"),
+                "--out", str(self.out / "queries"), "--min-count", "5", "--bigram-min-count", "5",
+                "--title-min-views", "50", "--target-size", "5000", "--count-shards", "4"]
+        if not _wordnet_available():
+            argv.append("--no-wordnet")
+
+        def go():
+            build.run(argv)
+            stats = json.loads((self.out / "queries" / "query_stats.json").read_text())
+            parts = {name: part.get("kept") for name, part in stats.get("parts", {}).items()}
+            return {"queries": stats.get("size"), "by_source": parts, "wordnet": "--no-wordnet" not in argv}
+        self.stage(2, "queries", "wit queries " + " ".join(argv), go)
+
+    def _curate(self, warc: Path) -> None:
+        from pipeline import curate
+
+        argv = ["--pool", str(warc), "--pool-format", "warc", "--queries", str(self.out / "queries" / "metadata.json"),
+                "--out", str(self.out / "curated"), "--max-per-query", "400", "--url-shards", "2"]
+
+        def go():
+            curate.run(argv)
+            report = json.loads((self.out / "curated" / "curation_report.json").read_text())
+            return {"pool": report.get("pool_size"), "kept": report.get("kept_pairs", report.get("kept"))}
+        self.stage(3, "curate", "wit curate " + " ".join(argv), go)
+
+    def _index(self, world: Path) -> None:
+        from dedup import index
+
+        argv = ["--name", "demo-eval", "--images", str(world / "eval"), "--labels", str(world / "eval" / "labels.tsv"),
+                "--out", str(self.out / "dedup" / "index")]
+        self.stage(4, "dedup index", "wit dedup index " + " ".join(argv), lambda: index.run(argv) and None)
+
+    def _crawl(self, bucket: str) -> None:
+        from pipeline import crawl
+
+        argv = ["--urls", str(self.out / "curated" / "urls" / "*.parquet"), "--out", f"{bucket}/shards",
+                "--image-size", "96", "--shard-size", "250", "--threads-per-worker", "16",
+                "--per-host-connections", "32", "--allow-private-addresses", "--timeout", "10",
+                "--eval-index", str(self.out / "dedup" / "index")]
+
+        def go():
+            crawl.run(argv)
+            report = _read_json(f"{bucket}/shards/crawl_report.json")
+            _copy(f"{bucket}/shards/crawl_report.html", self.out / "reports" / "crawl_report.html")
+            return {"status": report["status"], "success_ratio": report["success_ratio"]}
+        self.stage(5, "crawl", "wit crawl " + " ".join(argv), go)
+
+    def _audit(self, bucket: str) -> None:
+        from dedup import audit
+
+        argv = ["--shards", f"{bucket}/shards/*.tar", "--index", str(self.out / "dedup" / "index"),
+                "--out", str(self.out / "dedup" / "audit"), "--write-clean", f"{bucket}/shards-clean"]
+
+        def go():
+            audit.run(argv)
+            report = json.loads((self.out / "dedup" / "audit" / "report.json").read_text())
+            return {"pool": report["pool"], "eval_sets": {k: {x: v[x] for x in ("all", "overlap", "clean",
+                                                                                  "contamination_pct")}
+                                                          for k, v in report["eval_sets"].items()}}
+        self.stage(6, "dedup audit", "wit dedup audit " + " ".join(argv), go)
+
+    def _train(self, bucket: str) -> None:
+        argv = ["--train-data", f"{bucket}/shards-clean/sizes.json", "--model", self.config.model,
+                "--batch-size", str(self.config.batch_size), "--epochs", str(self.config.epochs), "--lr", "2e-3",
+                "--warmup", "20", "--weight-decay", "0.1", "--workers", "1", "--log-every", "10",
+                "--save-every", "100000", "--augment", "strong", "--out", str(self.out / "run")]
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                   "-m", "trainer.train", *argv]
+
+        def go():
+            with open(self.out / "train.log", "w") as handle:
+                done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=handle,
+                                      stderr=subprocess.STDOUT)
+            if done.returncode != 0:
+                raise RuntimeError(f"torchrun exited {done.returncode}; see {self.out / 'train.log'}")
+            metrics = [json.loads(line) for line in (self.out / "run" / "metrics.jsonl").read_text().splitlines()]
+            return {"steps": metrics[-1]["step"], "final_loss": metrics[-1].get("loss"),
+                    "samples_per_s": metrics[-1].get("samples_per_s")}
+        self.stage(7, "train", "torchrun --nproc_per_node 2 -m trainer.train " + " ".join(argv), go)
+
+    def _evaluate(self, world: Path) -> None:
+        from trainer import zeroshot
+        from trainer.checkpoint import load_model
+
+        classnames = json.loads((world / "eval" / "classnames.json").read_text())
+
+        def go():
+            model, tokenizer = load_model(self.out / "run" / "model")
+            result = zeroshot.zeroshot(model, tokenizer, str(world / "eval"), str(world / "eval" / "labels.tsv"),
+                                       classnames, TEMPLATES)
+            result.pop("per_class", None)
+            (self.out / "zeroshot.json").write_text(json.dumps(result, indent=2))
+            return result
+        self.stage(8, "zero-shot", f"wit eval zeroshot --checkpoint {self.out / 'run' / 'model'} --images "
+                                   f"{world / 'eval'} --labels {world / 'eval' / 'labels.tsv'} --classnames "
+                                   f"{world / 'eval' / 'classnames.json'}", go)
+
+    def _report(self, manifest: dict) -> dict:
+        from wit.demo_report import render
+
+        summary = {"out": str(self.out), "seconds": round(time.monotonic() - self.started, 1),
+                   "stages": self.results, "commands": self.commands, "world": {
+                       "pages": len(manifest["pages"]), "images": manifest["images"],
+                       "planted_eval_copies": len(manifest["planted_eval_copies"])}}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        (self.out / "report.html").write_text(render(summary, self.out))
+        return summary
+
+
+def _wordnet_available() -> bool:
+    from query_list.wordnet import WordNetNotFound, find_wordnet_dir
+
+    try:
+        find_wordnet_dir(None)
+        return True
+    except WordNetNotFound:
+        return False
+
+
+def _read_json(path: str) -> dict:
+    import fsspec
+
+    with fsspec.open(path, "rt") as handle:
+        return json.load(handle)
+
+
+def _copy(source: str, target: Path) -> None:
+    import fsspec
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with fsspec.open(source, "rb") as handle:
+        target.write_bytes(handle.read())
+
+
+def summary_text(summary: dict) -> str:
+    stages = summary["stages"]
+    zs = stages.get("zero-shot", {})
+    audit = next(iter(stages.get("dedup audit", {}).get("eval_sets", {}).values()), {})
+    crawl = stages.get("crawl", {})
+    lines = [
+        f"wit demo finished in {summary['seconds'] / 60:.1f} min; report: {Path(summary['out']) / 'report.html'}",
+        f"  world      {summary['world']['pages']} pages, {summary['world']['images']} images "
+        f"({summary['world']['planted_eval_copies']} edited copies of evaluation scenes planted)",
+        f"  queries    {stages.get('queries', {}).get('queries')} ({stages.get('queries', {}).get('by_source')})",
+        f"  curate     {stages.get('curate', {}).get('pool')} candidate pairs -> {stages.get('curate', {}).get('kept')} kept",
+        f"  crawl      {crawl.get('status', {}).get('success')} images, "
+        f"{crawl.get('status', {}).get('eval_duplicate')} evaluation duplicates dropped",
+        f"  audit      contamination left {audit.get('contamination_pct')}% of {audit.get('all')} evaluation images",
+        f"  train      {stages.get('train', {}).get('steps')} steps, final loss {stages.get('train', {}).get('final_loss')}",
+        f"  zero-shot  top-1 {zs.get('top1', 0):.3f} on {zs.get('n')} held-out scenes (chance {zs.get('chance', 0):.3f})",
+    ]
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "demo.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    if args.fast:
+        config = DemoConfig(out, fast=True, world=WorldConfig(pages=20, images_per_page=16, eval_per_class=4,
+                                                               eval_copies=6), epochs=args.epochs or 12)
+    else:
+        config = DemoConfig(out, epochs=args.epochs or 30)
+    try:
+        summary = Demo(config).run()
+    except StageFailed as exc:
+        print(f"\nwit demo: {exc}", file=sys.stderr)
+        return 1
+    print("\n" + summary_text(summary))
+    return 0
