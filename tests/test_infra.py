@@ -94,7 +94,7 @@ def dry_runs(tmp_path_factory):
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_every_job_translates_for_dataflow(name, dry_runs):
     job, proto, options = dry_runs[name]
-    assert options["runner"] == "DataflowRunner" and options["dry_run"] is True and job.proto.name
+    assert options["runner"] == "DataflowRunner" and str(options["dry_run"]) == "True" and job.proto.name
     transforms = proto.components.transforms
     by_name = {t.unique_name: t for t in transforms.values()}
     steps, breaks = EXPECTED[name]

@@ -214,11 +214,12 @@ def shuffled(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator
 
 
 # -- decoding ------------------------------------------------------------------------------------
-def augment(data: bytes, image_size: int, rng: np.random.Generator, mode: str = "clip") -> torch.Tensor:
+def augment(data: bytes, image_size: int, rng: np.random.Generator, mode: str = "clip") -> np.ndarray:
     """``clip``: CLIP's augmentation, the shorter side resized to ``image_size`` (bicubic), then a
     random square crop of that size. ``strong``: a random crop of 50-100% of the area (aspect
     3:4..4:3) resized to ``image_size``, flipped half the time (for small data). ``center``: the
-    evaluation view. All draws come from ``rng``."""
+    evaluation view. All draws come from ``rng``. Returns the uint8 crop (:func:`normalise` makes
+    the batch)."""
     with Image.open(io.BytesIO(data)) as image:
         image.draft("RGB", (image_size, image_size))
         image = image.convert("RGB")
@@ -231,17 +232,24 @@ def augment(data: bytes, image_size: int, rng: np.random.Generator, mode: str = 
             image = image.resize((image_size, image_size), Image.BICUBIC, box=(x, y, x + w, y + h))
             if rng.random() < 0.5:
                 image = image.transpose(Image.FLIP_LEFT_RIGHT)
-            size = (image_size, image_size)
-        else:
-            scale = image_size / min(image.size)
-            size = (max(image_size, round(image.width * scale)), max(image_size, round(image.height * scale)))
-            image = image.resize(size, Image.BICUBIC)
-    train = mode != "center"
-    x = int(rng.integers(0, size[0] - image_size + 1)) if train else (size[0] - image_size) // 2
-    y = int(rng.integers(0, size[1] - image_size + 1)) if train else (size[1] - image_size) // 2
-    array = np.asarray(image, dtype=np.float32)[y:y + image_size, x:x + image_size] / 255.0
-    array = (array - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
-    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+            return np.asarray(image)
+        # CLIP's: the square crop is chosen in the resized frame and only that square is resized
+        side = min(image.size)
+        scale = image_size / side
+        size = (max(image_size, round(image.width * scale)), max(image_size, round(image.height * scale)))
+        train = mode != "center"
+        x = int(rng.integers(0, size[0] - image_size + 1)) if train else (size[0] - image_size) // 2
+        y = int(rng.integers(0, size[1] - image_size + 1)) if train else (size[1] - image_size) // 2
+        box = (x / scale, y / scale, x / scale + side, y / scale + side)
+        return np.asarray(image.resize((image_size, image_size), Image.BICUBIC, box=box))
+
+
+def normalise(crops: list[np.ndarray]) -> torch.Tensor:
+    """uint8 (H, W, 3) crops -> one float (N, 3, H, W) batch with CLIP's normalisation, in a few
+    vectorised passes (per-image float arithmetic and a stack of float tensors cost more)."""
+    batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous().float()  # layout moved as bytes
+    scale = 1 / (255 * torch.tensor(CLIP_STD)).view(1, 3, 1, 1)
+    return batch.mul_(scale).sub_((torch.tensor(CLIP_MEAN) / torch.tensor(CLIP_STD)).view(1, 3, 1, 1))
 
 
 def image_member(sample: dict) -> bytes | None:
@@ -316,7 +324,7 @@ def batches(config: DataConfig, plan: WorkerPlan, tokenizer) -> Iterator[dict]:
                 keys.append(f"{sample['__shard__'].rsplit('/', 1)[-1]}/{sample['__key__']}")
             except (OSError, ValueError, UnicodeDecodeError, Image.DecompressionBombError):
                 skipped += 1
-        yield {"images": torch.stack(images), "tokens": tokenizer(texts), "keys": keys,
+        yield {"images": normalise(images), "tokens": tokenizer(texts), "keys": keys,
                "position": {"worker": plan.worker, "batch": number + 1, "raw": raw, "skipped": skipped,
                             "bad_shards": plan.stats.get("bad_shards", 0)}}
 
@@ -362,7 +370,8 @@ class ShardStream(IterableDataset):
 
 
 def loader(stream: ShardStream, prefetch: int = 4) -> torch.utils.data.DataLoader:
+    """Workers start by fork (the platform default here): a spawned worker re-imports torch, seconds
+    per worker and epoch. fsspec resets its event loop in a forked child; gloo is not used there."""
     workers = stream.config.workers
-    return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=False,
-                                       prefetch_factor=prefetch if workers else None, in_order=True,
-                                       multiprocessing_context="spawn" if workers else None)
+    return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,
+                                       prefetch_factor=prefetch if workers else None, in_order=True)
