@@ -18,6 +18,8 @@ from typing import Callable
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
+from dedup.features import inscribed
+
 Transform = Callable[[Image.Image, random.Random], Image.Image]
 
 
@@ -50,24 +52,11 @@ def flip(img: Image.Image, rng: random.Random) -> Image.Image:
     return ImageOps.mirror(img)
 
 
-def _inscribed(w: int, h: int, angle: float) -> tuple[int, int]:
-    """The largest axis-aligned rectangle inside a w x h rectangle rotated by ``angle`` radians."""
-    sin, cos = abs(math.sin(angle)), abs(math.cos(angle))
-    long, short = max(w, h), min(w, h)
-    if short <= 2 * sin * cos * long or abs(sin - cos) < 1e-10:
-        x = 0.5 * short
-        wr, hr = (x / sin, x / cos) if w >= h else (x / cos, x / sin)
-    else:
-        cos2 = cos * cos - sin * sin
-        wr, hr = (w * cos - h * sin) / cos2, (h * cos - w * sin) / cos2
-    return int(wr), int(hr)
-
-
 def rotate(img: Image.Image, rng: random.Random) -> Image.Image:
     """Rotation by 2 to 10 degrees either way, straightened: cropped to the largest upright rectangle."""
     degrees = rng.uniform(2, 10) * rng.choice([-1, 1])
     rotated = img.rotate(degrees, Image.BICUBIC, expand=False)
-    w, h = _inscribed(img.width, img.height, math.radians(degrees))
+    w, h = inscribed(img.width, img.height, degrees)
     x, y = (img.width - w) // 2, (img.height - h) // 2
     return rotated.crop((x, y, x + w, y + h))
 
