@@ -72,3 +72,20 @@ def test_a_failing_stage_names_itself_the_command_and_the_log(tmp_path):
     message = str(failure.value)
     assert "stage 3 (curate) failed: no such input" in message
     assert "re-run it alone: wit curate --pool X" in message and str(tmp_path / "demo.log") in message
+
+
+def test_demo_on_real_inputs_from_the_shared_data_layout(tmp_path):
+    """`wit demo --data DIR`: the same chain on real Wikipedia dumps and CIFAR-10 photos."""
+    from tests.conftest import require_shared_data
+
+    data = require_shared_data()
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "wit.cli", "demo", "--fast", "--data", str(data), "--out", str(out)],
+                          env={**os.environ, "WIT_QUIET": "1"}, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    world = json.loads((out / "world" / "world.json").read_text())
+    assert world["source"] == str(data) and len(world["classes"]) == 10
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stages"]["crawl"]["status"]["success"] >= 300
+    assert summary["stages"]["zero-shot"]["n"] == 40 and summary["stages"]["zero-shot"]["chance"] == 0.1
+    assert (out / "report.html").exists()

@@ -1,6 +1,6 @@
 """``wit demo``: the whole chain on a generated local world, in one command, offline.
 
-    wit demo [--out out/demo] [--fast] [--keep-going]
+    wit demo [--out out/demo] [--fast] [--data ../shared/data]
 
 1. a world (:mod:`wit.demo_world`): a Wikipedia-format dump, page views, a web of rendered scenes
    served on loopback by the test web server, a WARC capture of it, held-out evaluation scenes;
@@ -41,12 +41,16 @@ class DemoConfig:
     epochs: int = 30
     batch_size: int = 32
     model: str = "wit-tiny-32"
+    data: Path | None = None  # real inputs in the shared-data layout instead of a generated world
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/demo", help="where the world, outputs and report go")
     parser.add_argument("--fast", action="store_true", help="the same stages at CI sizes (under 5 minutes)")
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--data", default=None, metavar="DIR",
+                        help="real inputs in ../shared/data's layout (Wikipedia dumps, CIFAR-10 photos) instead of "
+                             "the generated world")
 
 
 class StageFailed(RuntimeError):
@@ -87,7 +91,10 @@ class Demo:
         built: dict = {}
 
         def make_world():
-            built.update(demo_world.build(world_dir, self.config.world))
+            if self.config.data is not None:
+                built.update(demo_world.build_from_data(world_dir, self.config.data, self.config.world))
+            else:
+                built.update(demo_world.build(world_dir, self.config.world))
             return {"pages": len(built["pages"]), "images": built["images"],
                     "planted_eval_copies": len(built["planted_eval_copies"]), "classes": len(built["classes"])}
         self.stage(1, "world", "wit demo (the world is regenerated each run)", make_world)
@@ -108,9 +115,10 @@ class Demo:
     def _queries(self, world: Path) -> None:
         from query_list import build
 
-        argv = ["--wiki", str(world / "wiki" / "*.xml"), "--pageviews", str(world / "pageviews" / "*.gz"),
-                "--out", str(self.out / "queries"), "--min-count", "5", "--bigram-min-count", "5",
+        argv = ["--wiki", str(world / "wiki" / "*.xml*"), "--out", str(self.out / "queries"), "--min-count", "5", "--bigram-min-count", "5",
                 "--title-min-views", "50", "--target-size", "5000", "--count-shards", "4"]
+        if list((world / "pageviews").glob("*.gz")):
+            argv += ["--pageviews", str(world / "pageviews" / "*.gz")]
         if not _wordnet_available():
             argv.append("--no-wordnet")
 
@@ -268,11 +276,13 @@ def main(args: argparse.Namespace) -> int:
     handler = logging.FileHandler(out / "demo.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
+    data = Path(args.data) if args.data else None
     if args.fast:
-        config = DemoConfig(out, fast=True, world=WorldConfig(pages=20, images_per_page=16, eval_per_class=4,
-                                                               eval_copies=6), epochs=args.epochs or 12)
+        world = WorldConfig(pages=20, images_per_page=16, eval_per_class=4, eval_copies=6, web_per_class=40)
+        config = DemoConfig(out, fast=True, world=world, epochs=args.epochs or 12, data=data)
     else:
-        config = DemoConfig(out, epochs=args.epochs or 30)
+        world = WorldConfig(eval_per_class=100 if data else 8)
+        config = DemoConfig(out, world=world, epochs=args.epochs or 30, data=data)
     try:
         summary = Demo(config).run()
     except StageFailed as exc:

@@ -37,6 +37,7 @@ class WorldConfig:
     eval_copies: int = 12  # edited copies of evaluation scenes planted in the web
     size: int = 96
     seed: int = 0
+    web_per_class: int = 200  # --data: CIFAR-10 photos per class on the web
 
 
 def classes() -> list[str]:
@@ -194,3 +195,63 @@ def write_warc(root: Path, base_url: str, pages: list[str]) -> Path:
                                                http_headers=headers)
             writer.write_record(record)
     return target
+
+
+PHRASES = ["a picture of my {}", "there is a {} here", "look at this {}", "{} seen up close", "the {} we saw today",
+           "my favourite {}", "one {} on its own", "an old {}", "a {} outdoors", "{}"]
+
+
+def build_from_data(root: Path, data: Path, config: WorldConfig) -> dict:
+    """The same world from real inputs in the shared-data layout: the Wikipedia dumps of
+    ``DATA/wiki/xml``, and CIFAR-10 photos (``DATA/images/eval/cifar10_test_jpg``): two thirds of
+    each class on the web with captions written from the class name, one third held out for
+    zero-shot (with a few edited copies planted on the web)."""
+    import csv
+    import shutil
+
+    from dedup import transforms
+
+    rng = random.Random(config.seed)
+    for name in ("wiki", "pageviews", "www/img", "www/page", "eval"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    dumps = sorted((data / "wiki" / "xml").glob("*.xml*"))
+    if not dumps:
+        raise FileNotFoundError(f"{data}/wiki/xml holds no Wikipedia dump")
+    for dump in dumps:
+        shutil.copyfile(dump, root / "wiki" / dump.name)
+    source = data / "images" / "eval" / "cifar10_test_jpg"
+    with open(source / "labels.tsv") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    names = sorted({row["label"] for row in rows}, key=lambda n: min(int(r["label_index"]) for r in rows
+                                                                      if r["label"] == n))
+    web, held = [], []
+    for row in rows:
+        number = int(row["file"].rsplit("_", 1)[1].split(".")[0])
+        (web if number < config.web_per_class else held if number >= 300 - config.eval_per_class else []).append(row)
+    for row in held:
+        shutil.copyfile(source / row["file"], root / "eval" / row["file"])
+    (root / "eval" / "labels.tsv").write_text("file\tlabel\n" + "".join(f"{r['file']}\t{r['label']}\n" for r in held))
+    (root / "eval" / "classnames.json").write_text(json.dumps(names))
+    rng.shuffle(web)
+    copies = rng.sample(held, min(config.eval_copies, len(held)))
+    planted, pages, per_page = [], [], max(1, len(web) // config.pages)
+    items = [((source / r["file"]).read_bytes(), rng.choice(PHRASES).format(r["label"])) for r in web]
+    for copy in copies:
+        family = rng.choice(["crop", "flip", "jpeg", "resize"])
+        with Image.open(source / copy["file"]) as image:
+            edited = transforms.apply(family, image.convert("RGB"), rng)
+        items.insert(rng.randrange(len(items)), (jpeg(edited), f"a picture of a {copy['label']}"))
+        planted.append({"eval_id": copy["file"], "transform": family})
+    for page, start in enumerate(range(0, len(items), per_page)):
+        html = []
+        for offset, (data_bytes, caption) in enumerate(items[start:start + per_page]):
+            path = f"/img/{start + offset:06d}.jpg"
+            (root / "www" / path.lstrip("/")).write_bytes(data_bytes)
+            html.append(f'<figure><img src="..{path}" alt="{caption}"></figure>')
+        pages.append(f"/page/{page:04d}.html")
+        (root / "www" / pages[-1].lstrip("/")).write_text(
+            f"<!doctype html><html><head><title>Photos {page}</title></head><body>{''.join(html)}</body></html>")
+    manifest = {"pages": pages, "images": len(items), "planted_eval_copies": planted, "classes": names,
+                "source": str(data)}
+    (root / "world.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
