@@ -94,7 +94,7 @@ def main() -> int:
     args = parser.parse_args()
     import fsspec
 
-    from trainer.train import load_tokenizer
+    from trainer.steps import load_tokenizer
     from wit.testing.gcs import GCSEmulator
     from wit.testing.shared_data import shared_data_dir
 

@@ -4,7 +4,6 @@ exact resume, damaged data, preemption."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ import torch
 from tests.conftest import require_shared_data
 from trainer import data as data_module
 from trainer import state
-from trainer.train import learning_rate, parameter_groups
+from trainer.steps import learning_rate, parameter_groups
 
 PHRASES = ["a photo of a {}", "a {} in the picture", "this is a {}", "an image showing a {}", "my {}"]
 
@@ -188,7 +187,8 @@ def test_gradient_accumulation_keeps_the_contrastive_batch_global():
     """Two micro-batches of 8 with cached features give the gradient of one batch of 16."""
     from trainer.loss import ClipLoss
     from trainer.models import create_model
-    from trainer.train import TrainConfig, _nothing, train_step
+    from trainer.steps import _nothing, train_step
+    from trainer.train import TrainConfig
 
     torch.manual_seed(0)
     model = create_model("wit-tiny-32")

@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
-import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
@@ -33,6 +31,8 @@ import torch.distributed as dist
 
 from trainer import data as data_module
 from trainer import state
+from trainer.steps import (Stopper, _nothing, build_model, learning_rate, load_tokenizer, parameter_groups,
+                           train_step)
 from wit.storage import join, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -126,101 +126,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values, zeroshot=zeroshot)
 
 
-# -- pieces ----------------------------------------------------------------------------------------
-def load_tokenizer(spec: str | None):
-    from trainer.tokenizer import Tokenizer
-
-    if spec and not spec.endswith(".gz"):
-        return Tokenizer.load(spec)
-    if spec is None:
-        from importlib import resources
-
-        spec = str(resources.files("open_clip") / "bpe_simple_vocab_16e6.txt.gz")
-    return Tokenizer.from_clip_bpe(spec)
-
-
-def build_model(name: str, tokenizer, config: TrainConfig):
-    from trainer.config import CLIPConfig, get_config
-    from trainer.models import CLIP
-
-    clip_config = CLIPConfig.load(name) if name.endswith(".json") else get_config(name)
-    if clip_config.text.vocab_size != tokenizer.vocab_size:
-        clip_config = replace(clip_config, text=replace(clip_config.text, vocab_size=tokenizer.vocab_size))
-    model = CLIP(replace(clip_config, grad_checkpointing=config.grad_checkpointing))
-    return model
-
-
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No decay on gains, biases, embeddings and the temperature (CLIP, OpenCLIP)."""
-    decay, plain = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        exempt = parameter.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith(".bias")
-        (plain if exempt else decay).append(parameter)
-    return [{"params": plain, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
-
-
-def learning_rate(step: int, base: float, warmup: int, total: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * base * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-class Stopper:
-    """SIGTERM / time limit / --stop-after, agreed across ranks at a step boundary."""
-
-    def __init__(self, max_minutes: float | None) -> None:
-        self.signalled = False
-        self.deadline = time.monotonic() + max_minutes * 60 if max_minutes else None
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002
-        self.signalled = True
-
-    def should_stop(self, distributed: bool) -> bool:
-        flag = self.signalled or (self.deadline is not None and time.monotonic() > self.deadline)
-        if distributed:
-            tensor = torch.tensor([1.0 if flag else 0.0])
-            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-            flag = bool(tensor.item())
-        return flag
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-def train_step(model, batches: list[dict], loss_fn, autocast, config: TrainConfig) -> torch.Tensor:
-    """One optimizer step's forward and backward over ``accum_freq`` micro-batches."""
-    if len(batches) == 1:
-        with autocast():
-            image, text, scale = model(batches[0]["images"], batches[0]["tokens"])
-            loss = loss_fn(image, text, scale)
-        loss.backward()
-        return loss.detach()
-    with torch.no_grad(), autocast():  # cache every micro-batch's features
-        cached = [model(b["images"], b["tokens"])[:2] for b in batches]
-    total = torch.zeros(())
-    for index, batch in enumerate(batches):
-        last = index == len(batches) - 1
-        sync = model.no_sync() if hasattr(model, "no_sync") and not last else _nothing()
-        with sync, autocast():
-            image, text, scale = model(batch["images"], batch["tokens"])
-            images = torch.cat([c[0] for c in cached[:index]] + [image] + [c[0] for c in cached[index + 1:]])
-            texts = torch.cat([c[1] for c in cached[:index]] + [text] + [c[1] for c in cached[index + 1:]])
-            # the temperature's gradient comes from the full-batch loss once, not once per micro-batch
-            loss = loss_fn(images, texts, scale if index == 0 else scale.detach())
-        loss.backward()
-        total = loss.detach()
-    return total
-
-
 # -- the run -----------------------------------------------------------------------------------------
 class Run:
     def __init__(self, config: TrainConfig) -> None:
@@ -240,7 +145,7 @@ class Run:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(config.seed)
         self.tokenizer = load_tokenizer(config.tokenizer)
-        self.model = build_model(config.model, self.tokenizer, config).to(self.device)
+        self.model = build_model(config.model, self.tokenizer, config.grad_checkpointing).to(self.device)
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay), lr=config.lr,
                                            betas=(config.beta1, config.beta2), eps=config.eps, fused=True)
         shards = data_module.resolve_shards(config.train_data)
