@@ -32,7 +32,6 @@ import json
 import logging
 import sys
 import tarfile
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -42,7 +41,8 @@ import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from dedup import features, report, samples, store
-from dedup.detect import DetectConfig, Detector
+from dedup.detect import DetectConfig, Detector, shared_detector
+from dedup.store import load_indexes
 from query_list.sources import expand
 from wit.beam import TolerantParser, run_job
 from wit.storage import join, write_bytes_atomic, write_text_atomic
@@ -91,27 +91,6 @@ def config_from_args(args: argparse.Namespace) -> AuditConfig:
                        templates=args.templates, task=args.task,
                        detect=DetectConfig(min_inliers=args.min_inliers, hash_threshold=args.hash_threshold,
                                            nprobe=args.nprobe))
-
-
-# -- the detector, once per worker process ------------------------------------------------------
-_DETECTORS: dict[tuple, Detector] = {}
-_LOCK = threading.Lock()
-
-
-def shared_detector(indexes: list[store.EvalIndex], config: DetectConfig) -> Detector:
-    key = (tuple((index.name, len(index.items), len(index.descriptors)) for index in indexes), config)
-    with _LOCK:
-        if key not in _DETECTORS:
-            started = time.monotonic()
-            _DETECTORS[key] = Detector(indexes, config)
-            log.info("detector ready in %.1fs", time.monotonic() - started)
-        return _DETECTORS[key]
-
-
-def load_indexes(paths: list[str]) -> list[store.EvalIndex]:
-    indexes = [store.load(path) for path in paths]
-    store.check_compatible(indexes)
-    return indexes
 
 
 # -- one shard -----------------------------------------------------------------------------------
@@ -168,13 +147,13 @@ def audit_shard(path: str, detector: Detector) -> tuple[dict, list[samples.TarSa
 
 
 def rewrite_tar(kept: list[samples.TarSample]) -> bytes:
+    from pipeline.shards import add_member
+
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for sample in kept:
             for name, data in sample.members:
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o644, "wit", "wit"
-                tar.addfile(info, io.BytesIO(data))
+                add_member(tar, name, data)
     return buffer.getvalue()
 
 

@@ -20,6 +20,9 @@ is a duplicate, 0.5 to 1.0 a near miss worth a look in the report.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -27,6 +30,8 @@ import numpy as np
 
 from dedup import features
 from dedup.store import EvalIndex, IndexError_, check_compatible, library_versions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -186,3 +191,18 @@ class Detector:
         name, item = self.items[match.item]
         return {"eval_set": name, "eval_id": item["eval_id"], "score": match.score, "inliers": match.inliers,
                 "hash_distance": match.hash_distance, "is_duplicate": match.is_duplicate}
+
+
+# -- one detector per worker process (Beam bundles and crawl threads share it) -----------------------
+_DETECTORS: dict[tuple, Detector] = {}
+_LOCK = threading.Lock()
+
+
+def shared_detector(indexes: list[EvalIndex], config: DetectConfig) -> Detector:
+    key = (tuple((index.name, len(index.items), len(index.descriptors)) for index in indexes), config)
+    with _LOCK:
+        if key not in _DETECTORS:
+            started = time.monotonic()
+            _DETECTORS[key] = Detector(indexes, config)
+            log.info("detector ready in %.1fs", time.monotonic() - started)
+        return _DETECTORS[key]

@@ -141,6 +141,13 @@ def load(path: str) -> EvalIndex:
     return index
 
 
+def load_indexes(paths: list[str]) -> list[EvalIndex]:
+    """Indexes searched together, loaded and checked against each other."""
+    indexes = [load(path) for path in paths]
+    check_compatible(indexes)
+    return indexes
+
+
 def check_compatible(indexes: list[EvalIndex]) -> None:
     """Indexes searched together must be built alike and named apart."""
     if not indexes:

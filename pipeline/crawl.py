@@ -232,8 +232,7 @@ class CrawlShardFn(beam.DoFn):
     def process(self, task: ShardTask, indexes=None):
         detector = None
         if indexes:
-            from dedup.audit import shared_detector
-            from dedup.detect import DetectConfig
+            from dedup.detect import DetectConfig, shared_detector
 
             detector = shared_detector(indexes, DetectConfig(min_inliers=self.config.min_inliers))
         names = shards.shard_names(self.config.out, task.shard)
@@ -308,7 +307,7 @@ def build_pipeline(pipeline, config: CrawlConfig) -> None:
     started = time.time()
     side = []
     if config.eval_indexes:
-        from dedup.audit import load_indexes
+        from dedup.store import load_indexes
 
         load_indexes(config.eval_indexes)  # a bad index fails here, before any download
         side = [beam.pvalue.AsSingleton(pipeline | "EvalIndexPaths" >> beam.Create([config.eval_indexes])

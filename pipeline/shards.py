@@ -62,7 +62,7 @@ def shard_names(out: str, shard: int) -> dict[str, str]:
             for kind, suffix in (("tar", ".tar"), ("parquet", ".parquet"), ("stats", "_stats.json"))}
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o644, "wit", "wit"
     tar.addfile(info, io.BytesIO(data))
@@ -74,9 +74,9 @@ def build_tar(samples: list[Sample], encode_format: str) -> bytes:
         for sample in sorted(samples, key=lambda s: s.key):
             if sample.status != "success":
                 continue
-            _add(tar, f"{sample.key}.{encode_format}", sample.image)
-            _add(tar, f"{sample.key}.txt", (sample.caption or "").encode("utf-8"))
-            _add(tar, f"{sample.key}.json", json.dumps(sample.metadata(), ensure_ascii=False, sort_keys=True).encode())
+            add_member(tar, f"{sample.key}.{encode_format}", sample.image)
+            add_member(tar, f"{sample.key}.txt", (sample.caption or "").encode("utf-8"))
+            add_member(tar, f"{sample.key}.json", json.dumps(sample.metadata(), ensure_ascii=False, sort_keys=True).encode())
     return buffer.getvalue()
 
 

@@ -351,7 +351,7 @@ class ShardStream(IterableDataset):
     def plan(self, physical: int) -> WorkerPlan:
         workers = max(1, self.config.workers)
         logical = (physical + self.resume["batches"]) % workers
-        state = self.resume["workers"].get(str(logical), self.resume["workers"].get(logical, {}))
+        state = self.resume["workers"].get(str(logical), {})  # JSON-style keys, as the trainer records them
         return WorkerPlan(self.epoch, self.rank, self.world, logical, workers, self.quota(logical),
                           start_batch=state.get("batch", 0), start_raw=state.get("raw", 0),
                           skipped=state.get("skipped", 0), stats={"bad_shards": state.get("bad_shards", 0)})

@@ -21,7 +21,7 @@ import fsspec
 import numpy as np
 import torch
 
-from wit.storage import join, write_bytes_atomic
+from wit.storage import is_object_store, join, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 NAME = re.compile(r"step_(\d{8})\.pt$")
@@ -91,7 +91,7 @@ def export_model(out: str, model, tokenizer) -> str:
 
     target = join(out, "model")
     fs, remote = fsspec.core.url_to_fs(target)
-    if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
+    if not is_object_store(fs):
         save_model(Path(remote), model, tokenizer)
         return target
     with tempfile.TemporaryDirectory() as tmp:

@@ -146,7 +146,10 @@ class Demo:
 
         argv = ["--name", "demo-eval", "--images", str(world / "eval"), "--labels", str(world / "eval" / "labels.tsv"),
                 "--out", str(self.out / "dedup" / "index")]
-        self.stage(4, "dedup index", "wit dedup index " + " ".join(argv), lambda: index.run(argv) and None)
+        def go():
+            index.run(argv)
+            return {"index": str(self.out / "dedup" / "index")}
+        self.stage(4, "dedup index", "wit dedup index " + " ".join(argv), go)
 
     def _crawl(self, bucket: str) -> None:
         from pipeline import crawl

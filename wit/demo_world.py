@@ -126,6 +126,19 @@ def pageviews(path: Path) -> None:
     path.write_bytes(gzip.compress(("\n".join(lines) + "\nen Main_Page 100000 0\n").encode()))
 
 
+def write_page(root: Path, page: int, first_image: int, items: list[tuple[bytes, str]]) -> str:
+    """One web page of ``(jpeg bytes, alt text)`` images under ``root/www``; returns its path."""
+    html = []
+    for offset, (data, caption) in enumerate(items):
+        path = f"/img/{first_image + offset:06d}.jpg"
+        (root / "www" / path.lstrip("/")).write_bytes(data)
+        html.append(f'<figure><img src="..{path}" alt="{caption}"></figure>')
+    path = f"/page/{page:04d}.html"
+    (root / "www" / path.lstrip("/")).write_text(
+        f"<!doctype html><html><head><title>Page {page}</title></head><body>{''.join(html)}</body></html>")
+    return path
+
+
 def build(root: Path, config: WorldConfig) -> dict:
     """Write the world under ``root``: ``wiki/``, ``pageviews/``, ``www/`` (the web, served from
     there), ``eval/`` (held-out scenes, ``labels.tsv``, ``classnames.json``). The WARC of the web
@@ -164,15 +177,8 @@ def build(root: Path, config: WorldConfig) -> dict:
             edited = transforms.apply(family, eval_images[index], rng)
             items.append((edited, f"a picture of a {eval_rows[index][1]}"))
             planted.append({"eval_id": eval_rows[index][0], "transform": family})
-        html = []
-        for image, caption in items:
-            path = f"/img/{image_number:06d}.jpg"
-            (root / "www" / path.lstrip("/")).write_bytes(jpeg(image))
-            html.append(f'<figure><img src="..{path}" alt="{caption}"></figure>')
-            image_number += 1
-        pages.append(f"/page/{page:04d}.html")
-        (root / "www" / pages[-1].lstrip("/")).write_text(
-            f"<!doctype html><html><head><title>Shapes {page}</title></head><body>{''.join(html)}</body></html>")
+        pages.append(write_page(root, page, image_number, [(jpeg(image), caption) for image, caption in items]))
+        image_number += len(items)
     manifest = {"pages": pages, "images": image_number, "planted_eval_copies": planted, "classes": classes()}
     (root / "world.json").write_text(json.dumps(manifest, indent=2))
     return manifest
@@ -243,14 +249,7 @@ def build_from_data(root: Path, data: Path, config: WorldConfig) -> dict:
         items.insert(rng.randrange(len(items)), (jpeg(edited), f"a picture of a {copy['label']}"))
         planted.append({"eval_id": copy["file"], "transform": family})
     for page, start in enumerate(range(0, len(items), per_page)):
-        html = []
-        for offset, (data_bytes, caption) in enumerate(items[start:start + per_page]):
-            path = f"/img/{start + offset:06d}.jpg"
-            (root / "www" / path.lstrip("/")).write_bytes(data_bytes)
-            html.append(f'<figure><img src="..{path}" alt="{caption}"></figure>')
-        pages.append(f"/page/{page:04d}.html")
-        (root / "www" / pages[-1].lstrip("/")).write_text(
-            f"<!doctype html><html><head><title>Photos {page}</title></head><body>{''.join(html)}</body></html>")
+        pages.append(write_page(root, page, start, items[start:start + per_page]))
     manifest = {"pages": pages, "images": len(items), "planted_eval_copies": planted, "classes": names,
                 "source": str(data)}
     (root / "world.json").write_text(json.dumps(manifest, indent=2))
