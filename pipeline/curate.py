@@ -44,7 +44,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import balance, candidates, report
 from pipeline.clean import CleanConfig, clean_caption, clean_url, uid_of
-from pipeline.match import Matcher, load_entries, spaced_form
+from pipeline.match import EntryTally, Matcher, load_entries, spaced_form
 from query_list.sources import expand
 from wit.beam import MergeCounts, TolerantParser, run_job, windowed
 from wit.storage import join, write_bytes_atomic
@@ -196,8 +196,8 @@ class BatchPairsFn(beam.DoFn):
 
 
 class MatchFn(beam.DoFn):
-    """A batch of pairs -> the matched ones with ``entry_ids``, plus the batch's entry counts.
-    The automaton is built once per worker, in setup()."""
+    """A batch of pairs -> the matched ones, with ``entry_ids``. The automaton is built once per
+    worker, in setup(); counting is the ``CountEntries`` combiner's, downstream."""
 
     def __init__(self, queries: str) -> None:
         self.queries = queries
@@ -205,33 +205,62 @@ class MatchFn(beam.DoFn):
 
     def setup(self) -> None:
         self.matcher = Matcher(load_entries(self.queries))
-        # Time spent matching, as Beam metrics: the stage's own rate, apart from the runner's I/O.
+        # CPU time spent matching, as Beam metrics: the stage's own rate, apart from the runner.
         self.busy_us = beam.metrics.Metrics.counter("wit.curate", "match_busy_us")
         self.scanned = beam.metrics.Metrics.counter("wit.curate", "match_captions")
 
+    def start_bundle(self) -> None:
+        self.matched = self.unmatched = 0
+
     def process(self, batch: list[dict]):
-        started = time.perf_counter()
-        match = self.matcher.match_spaced
-        matched, hits = [], []
-        for pair in batch:
-            entry_ids = match(pair["spaced"])
+        started = time.thread_time()
+        found = self.matcher.match_many([pair["spaced"] for pair in batch])
+        matched = []
+        for pair, entry_ids in zip(batch, found):
             if entry_ids:
                 # In place: the batch is this DoFn's own (decoded after the Reshuffle, one consumer);
-                # "spaced" rides along to the balancing step, which drops it.
+                # "spaced" rides along to the balancing step, which drops it and sorts entry_ids.
                 pair["entry_ids"] = entry_ids
                 matched.append(pair)
-                hits.extend(entry_ids)
-        self.busy_us.inc(int((time.perf_counter() - started) * 1e6))
+        self.busy_us.inc(int((time.thread_time() - started) * 1e6))
         self.scanned.inc(len(batch))
-        yield stat("pairs_matched", len(matched))
-        yield stat("pairs_unmatched", len(batch) - len(matched))
-        yield beam.pvalue.TaggedOutput("entry_counts", dict(Counter(hits)))
+        self.matched += len(matched)
+        self.unmatched += len(batch) - len(matched)
         if matched:
             yield matched
 
+    def finish_bundle(self):
+        yield beam.pvalue.TaggedOutput("stats", windowed(("pairs_matched", self.matched)))
+        yield beam.pvalue.TaggedOutput("stats", windowed(("pairs_unmatched", self.unmatched)))
 
-def read_matched(path: str):
-    """Re-balance input: parquet rows that already carry entry_ids (crawl status rows too)."""
+
+class CountEntries(beam.CombineFn):
+    """Batches of matched pairs -> {entry_id: pairs matching it} (an ``EntryTally`` per bundle)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def create_accumulator(self) -> EntryTally:
+        return EntryTally(self.size)
+
+    def add_input(self, tally: EntryTally, batch: list[dict]) -> EntryTally:
+        tally.add_batch(batch)
+        return tally
+
+    def merge_accumulators(self, tallies) -> EntryTally:
+        tallies = iter(tallies)
+        merged = next(tallies)
+        for other in tallies:
+            merged.merge(other)
+        return merged
+
+    def extract_output(self, tally: EntryTally) -> dict[int, int]:
+        return tally.as_dict()
+
+
+def read_matched(path: str, size: int):
+    """Re-balance input: parquet rows that already carry entry_ids (crawl status rows too);
+    ``size``: the query list's length (ids beyond it mean another list made these rows)."""
     import fsspec
     import pyarrow.parquet as pq
 
@@ -241,13 +270,15 @@ def read_matched(path: str):
     for missing in ("uid", "url", "caption", "entry_ids"):
         if missing not in names:
             raise ValueError(f"{path}: --rebalance needs the column {missing!r} (has {names})")
-    batch, entries, used = [], Counter(), 0
+    batch, used = [], 0
     for row in table.to_pylist():
         if "status" in names and row["status"] != "success":
             continue
         used += 1
         entry_ids = sorted(int(e) for e in row["entry_ids"])
-        entries.update(entry_ids)
+        if entry_ids and not (0 <= entry_ids[0] and entry_ids[-1] < size):
+            raise ValueError(f"{path}: uid {row['uid']} has entry ids {entry_ids} outside the query list "
+                             f"(0..{size - 1}): was it curated with another list?")
         batch.append({"uid": row["uid"], "url": row["url"], "caption": row["caption"],
                       "source": row.get("source") or path, "page_url": row.get("page_url"), "entry_ids": entry_ids})
         if len(batch) >= REBALANCE_BATCH:
@@ -258,7 +289,6 @@ def read_matched(path: str):
     for name in ("candidates_read", "pairs_unique", "pairs_matched"):
         yield stat(name, used)
     yield stat("dropped_not_success", table.num_rows - used)
-    yield beam.pvalue.TaggedOutput("entry_counts", dict(entries))
 
 
 class BalanceFn(beam.DoFn):
@@ -273,12 +303,13 @@ class BalanceFn(beam.DoFn):
 
     def process(self, batch: list[dict], counts: dict):
         for pair in batch:
-            kept, probability = balance.decide(pair["uid"], pair["entry_ids"], counts, self.target, self.seed)
+            entry_ids = sorted(pair["entry_ids"])  # matching hands over sets; the product needs an order
+            kept, probability = balance.decide(pair["uid"], entry_ids, counts, self.target, self.seed)
             if kept:
                 self.pairs_kept += 1
-                self.kept.update(pair["entry_ids"])
+                self.kept.update(entry_ids)
                 row = {name: pair.get(name) for name in URL_COLUMNS}
-                row["keep_prob"] = probability
+                row["entry_ids"], row["keep_prob"] = entry_ids, probability
                 yield shard_key(pair["uid"], self.shards), row
 
     def finish_bundle(self):
@@ -347,13 +378,13 @@ def finish(_, stats: dict, matched: dict, kept: dict, config: CurateConfig) -> d
 
 
 def build_pipeline(pipeline, config: CurateConfig) -> None:
-    load_entries(config.queries)  # a bad query list fails here, before any work starts
+    entries = load_entries(config.queries)  # a bad query list fails here, before any work starts
     files = expand(config.pool)
     listed = pipeline | "ListPool" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
     stats_parts = []
     if config.rebalance:
-        read = listed | "ReadMatched" >> beam.FlatMap(read_matched).with_outputs("stats", "entry_counts", main="pairs")
-        matched, entry_counts = read.pairs, read.entry_counts
+        read = listed | "ReadMatched" >> beam.FlatMap(read_matched, len(entries)).with_outputs("stats", main="pairs")
+        matched = read.pairs
         stats_parts.append(read.stats)
         rejects = pipeline | "NoRejects" >> beam.Create([])
     else:
@@ -364,13 +395,12 @@ def build_pipeline(pipeline, config: CurateConfig) -> None:
                    | "BatchPairs" >> beam.ParDo(BatchPairsFn(config.batch_size)).with_outputs("stats", main="batches"))
         matching = (batches.batches
                     | "SpreadBatches" >> beam.Reshuffle()
-                    | "Match" >> beam.ParDo(MatchFn(config.queries)).with_outputs("stats", "entry_counts",
-                                                                                    main="pairs"))
-        matched, entry_counts = matching.pairs, matching.entry_counts
+                    | "Match" >> beam.ParDo(MatchFn(config.queries)).with_outputs("stats", main="pairs"))
+        matched = matching.pairs
         stats_parts += [read.stats, batches.stats, matching.stats]
         rejects = read.rejects
 
-    matched_counts = entry_counts | "CountMatched" >> beam.CombineGlobally(MergeCounts())
+    matched_counts = matched | "CountMatched" >> beam.CombineGlobally(CountEntries(len(entries)))
     decided = matched | "Balance" >> beam.ParDo(
         BalanceFn(config.target, config.seed, config.url_shards), beam.pvalue.AsSingleton(matched_counts)
     ).with_outputs("stats", "kept_counts", main="kept")

@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
+from itertools import chain
 from operator import itemgetter
 
 import ahocorasick
+import numpy as np
 
 from query_list.tokens import normalize
 
@@ -79,11 +81,90 @@ class Matcher:
     def match_spaced(self, spaced: str) -> list[int]:
         """Match a caption already in :func:`spaced_form` (the curation job computes it while
         cleaning, so the matching step scans and nothing else)."""
-        found = set(map(_second, self.automaton.iter(spaced)))
-        if self.aliases and not self.aliases.keys().isdisjoint(found):
-            for first in self.aliases.keys() & found:
-                found.update(self.aliases[first])
-        return sorted(found)
+        return sorted(self.match_many([spaced])[0])
+
+    def match_many(self, spaced: Sequence[str]) -> list[tuple[int, ...]]:
+        """The entry ids of each caption (in :func:`spaced_form`), unordered: the job's hot loop.
+        Callers that need an order sort (the balancing step does, for its float product). Tuples,
+        not sets: tuples of ints leave the garbage collector's lists after its first look, sets
+        held by the batch would be traversed by every collection."""
+        iterate = self.automaton.iter
+        if not self.aliases:
+            return [tuple(set(map(_second, iterate(text)))) for text in spaced]
+        firsts, found = self.aliases.keys(), []
+        for text in spaced:
+            ids = set(map(_second, iterate(text)))
+            if not firsts.isdisjoint(ids):
+                for first in firsts & ids:
+                    ids.update(self.aliases[first])
+            found.append(tuple(ids))
+        return found
+
+
+class EntryTally:
+    """Pairs per entry, for a list of ``size`` entries (ids are dense). Batches' ids are kept
+    aside and added in bursts of about a million (one sequential ``bincount``, not a random
+    write per id between every two matching batches, which would keep evicting the automaton
+    from the CPU caches); ``sparse()`` is the compact form that travels between workers."""
+
+    FLUSH = 1 << 20
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.dense: np.ndarray | None = None
+        self.pending: list[np.ndarray] = []
+        self.pending_ids = 0
+
+    def add_batch(self, batch: Sequence[dict]) -> None:
+        """One per entry id of each pair (a pair's ids are distinct: this counts pairs)."""
+        ids = np.fromiter(chain.from_iterable(pair["entry_ids"] for pair in batch), np.int64)
+        self.add_ids(ids)
+
+    def add_ids(self, ids: np.ndarray, counts: np.ndarray | None = None) -> None:
+        if counts is not None:  # another tally's sparse form
+            self._dense()[ids] += counts
+            return
+        self.pending.append(ids)
+        self.pending_ids += ids.size
+        if self.pending_ids >= self.FLUSH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            ids = np.concatenate(self.pending)
+            self.pending, self.pending_ids = [], 0
+            if ids.size and (ids.min() < 0 or ids.max() >= self.size):
+                raise ValueError(f"entry ids outside the query list (0..{self.size - 1})")
+            self._dense()[:] += np.bincount(ids, minlength=self.size)
+
+    def merge(self, other: "EntryTally") -> None:
+        ids, counts = other.sparse()
+        self.add_ids(ids, counts)
+
+    def sparse(self) -> tuple[np.ndarray, np.ndarray]:
+        self.flush()
+        if self.dense is None:
+            return np.zeros(0, np.int32), np.zeros(0, np.int64)
+        nonzero = np.flatnonzero(self.dense)
+        return nonzero.astype(np.int32), self.dense[nonzero]
+
+    def as_dict(self) -> dict[int, int]:
+        ids, counts = self.sparse()
+        return dict(zip(ids.tolist(), counts.tolist()))
+
+    def __getstate__(self) -> dict:  # between workers: the sparse form only
+        ids, counts = self.sparse()
+        return {"size": self.size, "ids": ids, "counts": counts}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["size"])
+        if state["ids"].size:
+            self.add_ids(state["ids"].astype(np.int64), state["counts"])
+
+    def _dense(self) -> np.ndarray:
+        if self.dense is None:
+            self.dense = np.zeros(self.size, np.int64)
+        return self.dense
 
 
 def reference_match(entries: Sequence[str], caption: str) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import re
 from collections import Counter
 from html.parser import HTMLParser
@@ -17,7 +18,7 @@ import pytest
 
 from pipeline import balance, candidates, curate
 from pipeline.clean import CleanConfig, clean_caption, clean_url, uid_of
-from pipeline.match import Matcher, QueryListError, reference_match
+from pipeline.match import Matcher, QueryListError, reference_match, spaced_form
 from query_list.tokens import is_word, normalize, tokenize
 from query_list.wordnet import iter_head_lemmas
 
@@ -68,6 +69,35 @@ def test_matching_rules():
     assert matcher.match("A hot dog in St. Louis, Missouri.") == [0, 1, 2]
     assert matcher.match("dogs of New York") == [4, 5]  # whole tokens only: no "dog" in "dogs"
     assert matcher.match("Dog!") == [3]  # case kept
+    # entries that normalise alike share one key and both match; the batch form finds the same
+    aliased = Matcher(["hot dog", "hot  dog", "dog", "St. Louis", "St.Louis"])
+    assert aliased.match("A hot dog in St. Louis") == [0, 1, 2, 3, 4]
+    texts = ["A hot dog in St. Louis", "dogs", "Hot dog", "hot dog dog"]
+    assert [sorted(ids) for ids in aliased.match_many([spaced_form(t) for t in texts])] == \
+        [aliased.match(t) for t in texts]
+
+
+def test_entry_counts_combiner_across_bundles_and_flushes(monkeypatch):
+    import pickle
+
+    from pipeline.match import EntryTally
+
+    monkeypatch.setattr(EntryTally, "FLUSH", 40)  # flush often: pending and counted ids mix
+    rng = random.Random(0)
+    batches = [[{"entry_ids": tuple(rng.sample(range(50), rng.randint(1, 6)))} for _ in range(20)] for _ in range(6)]
+    expected = Counter(e for batch in batches for pair in batch for e in pair["entry_ids"])
+    fn = curate.CountEntries(50)
+    parts = []
+    for start in (0, 2, 4):  # three "bundles"; two travel pickled (sparse), as between workers
+        accumulator = fn.create_accumulator()
+        for batch in batches[start:start + 2]:
+            accumulator = fn.add_input(accumulator, batch)
+        parts.append(pickle.loads(pickle.dumps(accumulator)) if start else accumulator)
+    assert fn.extract_output(fn.merge_accumulators(parts)) == dict(expected)
+    assert fn.extract_output(fn.create_accumulator()) == {}
+    bad = fn.create_accumulator()
+    with pytest.raises(ValueError, match="outside the query list"):
+        fn.extract_output(fn.add_input(bad, [{"entry_ids": (50,)}]))
 
 
 class ImgCollector(HTMLParser):
@@ -285,6 +315,15 @@ def test_rebalance_over_crawl_status_rows(job_inputs, tmp_path):
     successes = sum(1 for i in range(len(urls)) if i % 3)
     assert report["matched_pairs"] == successes and report["dropped"]["not_success"] == len(urls) - successes
     assert report["kept_pairs"] == successes  # t = 1000 is above every count here: all kept
+    counts = pq.read_table(tmp_path / "r" / "entry_counts.parquet").to_pandas()
+    expected = Counter(e for i, row in enumerate(urls) if i % 3 for e in row["entry_ids"])
+    assert {int(i): int(m) for i, m in zip(counts.entry_id, counts.matched) if m} == dict(expected)
+
+    # rows made with another (longer) query list fail with the reason, not an index error
+    pq.write_table(pa.Table.from_pylist([{**urls[0], "entry_ids": [10**7]}]), tmp_path / "other.parquet")
+    with pytest.raises(Exception, match="outside the query list"):
+        curate.run(["--rebalance", "--pool", str(tmp_path / "other.parquet"), "--queries", queries,
+                    "--out", str(tmp_path / "o")])
 
 
 def test_query_list_must_be_an_array_of_strings(job_inputs, tmp_path):

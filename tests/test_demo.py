@@ -39,6 +39,8 @@ def test_demo_runs_every_stage_and_learns(demo):
     zs = stages["zero-shot"]
     assert zs["n"] == 64 and zs["top1"] > 3 * zs["chance"], zs  # 16 classes: chance 6.25%
     assert "zero-shot  top-1" in stdout and "report:" in stdout
+    train = stages["train"]["steps"]
+    assert f"train: step {train}/{train}, loss" in stdout  # training progress reaches the console
     for report in ("queries/query_stats.json", "curated/curation_report.json", "reports/crawl_report.html",
                    "dedup/audit/report.html", "run/metrics.jsonl", "run/model/model.pt", "zeroshot.json"):
         assert (out / report).exists(), report

@@ -83,7 +83,13 @@ def test_stop_and_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
     b = torch.load(tmp_path / "parts" / "model" / "model.pt")
     assert all(torch.equal(a[name], b[name]) for name in a)
     last = metrics(tmp_path / "whole")[-1]
-    assert last["step"] == 30 and last["epoch"] == 1
+    assert last["step"] == 30 and last["epoch"] == 1 and last["total_steps"] == 30
+    # the resumed run's curve has each logged step once, as the uninterrupted one
+    assert [m["step"] for m in metrics(tmp_path / "parts")] == [m["step"] for m in metrics(tmp_path / "whole")]
+    # a fresh start into a folder that holds a run is refused, not mixed into it
+    again = subprocess.run([sys.executable, "-m", "trainer.train", *args, "--out", str(tmp_path / "parts")],
+                           env={**os.environ, "WIT_QUIET": "1"}, capture_output=True, text=True, timeout=120)
+    assert again.returncode != 0 and "already holds a run" in again.stderr and "--resume latest" in again.stderr
     assert {"loss", "lr", "logit_scale", "samples_per_s", "data_wait", "skipped"} <= set(last)
     assert (tmp_path / "whole" / "tensorboard").is_dir()
 
@@ -92,13 +98,15 @@ def test_two_ranks_stream_from_the_gcs_emulator(gcs_bucket, tmp_path):
     make_shards(f"{gcs_bucket}/shards", 160, 40)
     out = f"{gcs_bucket}/runs/one"
     done = torchrun(["--train-data", f"{gcs_bucket}/shards/{{00000..00003}}.tar", "--steps", "6", "--out", out,
-                     "--batch-size", "8", "--workers", "2", "--log-every", "3", "--save-every", "3"])
+                     "--batch-size", "8", "--workers", "2", "--log-every", "3", "--save-every", "3"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert not (tmp_path / "tensorboard").exists()  # the events go to the bucket, not the working folder
     fs = fsspec.filesystem("gs")
     lines = fs.cat_file(f"{out}/metrics.jsonl").decode().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [3, 6]
     assert [step for step, _ in state.list_checkpoints(out)] == [3, 6]
     assert fs.exists(f"{out}/model/model.pt") and fs.exists(f"{out}/model/config.json")
+    assert any("tfevents" in path for path in fs.find(f"{out}/tensorboard"))
 
 
 def test_corrupt_samples_and_a_truncated_shard_are_skipped_and_counted(tmp_path):

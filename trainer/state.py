@@ -11,6 +11,7 @@ last ``keep`` are kept. ``OUT/model/`` (a model folder for ``wit eval``) is writ
 from __future__ import annotations
 
 import io
+import json
 import logging
 import random
 import re
@@ -21,7 +22,7 @@ import fsspec
 import numpy as np
 import torch
 
-from wit.storage import is_object_store, join, write_bytes_atomic
+from wit.storage import is_object_store, join, write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 NAME = re.compile(r"step_(\d{8})\.pt$")
@@ -83,6 +84,28 @@ def resolve_resume(out: str, resume: str | None) -> str | None:
         except Exception as exc:  # noqa: BLE001 - a damaged file: fall back to the one before
             log.warning("checkpoint %s (step %d) does not load, trying the previous one: %s", path, step, exc)
     return None
+
+
+def upload_folder(local: str, remote: str) -> None:
+    """Copy a local folder's files to ``remote`` (an object store prefix), overwriting."""
+    fs, prefix = fsspec.core.url_to_fs(remote)
+    for path in sorted(Path(local).rglob("*")):
+        if path.is_file():
+            fs.put_file(str(path), f"{prefix}/{path.relative_to(local).as_posix()}")
+
+
+def trim_metrics(out: str, step: int) -> list[str]:
+    """Keep the lines of ``OUT/metrics.jsonl`` up to ``step`` (a resumed run redoes the steps
+    after its checkpoint; a fresh one starts an empty file) and return them."""
+    path = join(out, "metrics.jsonl")
+    fs, local = fsspec.core.url_to_fs(path)
+    if not fs.exists(local):
+        return []
+    with fs.open(local, "rt") as handle:
+        lines = [line for line in handle.read().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
+    return kept
 
 
 def export_model(out: str, model, tokenizer) -> str:

@@ -21,7 +21,9 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -33,7 +35,7 @@ from trainer import data as data_module
 from trainer import state
 from trainer.steps import (Stopper, _nothing, build_model, learning_rate, load_tokenizer, parameter_groups,
                            train_step)
-from wit.storage import join, write_text_atomic
+from wit.storage import is_object_store, join, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +191,7 @@ class Run:
         if payload is not None:
             path = state.save_checkpoint(self.config.out, self.step, payload, self.config.keep)
             log.info("checkpoint %s", path)
+            self.sync_tensorboard()
         if self.distributed:
             dist.barrier()
 
@@ -197,6 +200,11 @@ class Run:
         if path is None:
             if self.config.resume and self.config.resume != "latest":
                 raise FileNotFoundError(f"--resume {self.config.resume}: no such checkpoint")
+            existing = state.list_checkpoints(self.config.out)
+            if existing:  # a fresh start would mix two runs' checkpoints and metrics in one folder
+                raise FileExistsError(f"{self.config.out} already holds a run (checkpoint at step {existing[-1][0]}): "
+                                      "pass --resume latest to continue it, or choose another --out")
+            self.restore_metrics(0)
             return
         payload = state.load_checkpoint(path)
         if payload["world_size"] != self.world:
@@ -208,11 +216,16 @@ class Run:
         mine = payload["ranks"][self.rank]
         self.position = mine["position"]
         state.set_rng_state(mine["rng"])
+        self.restore_metrics(self.step)
         if self.rank == 0:
             log.info("resumed from %s: step %d, epoch %d, batch %d of the epoch", path, self.step, self.epoch,
                      self.position["batches"])
 
     # -- logging -------------------------------------------------------------------------------
+    def restore_metrics(self, step: int) -> None:
+        if self.rank == 0:
+            self.metrics = state.trim_metrics(self.config.out, step)
+
     def log_metrics(self, record: dict) -> None:
         if self.rank != 0:
             return
@@ -228,14 +241,22 @@ class Run:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                folder = join(self.config.out, "tensorboard") if "://" not in self.config.out else "tensorboard"
+                # An object store: events are written to a local folder and copied up at each
+                # checkpoint and at the end (TensorBoard's writer reads and writes files only).
+                folder = tempfile.mkdtemp(prefix="wit-tensorboard-") if is_object_store(self.config.out) \
+                    else join(self.config.out, "tensorboard")
                 self.writer = SummaryWriter(folder)
             except ImportError:
                 self.writer = False
         if self.writer:
             for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "step":
+                if isinstance(value, (int, float)) and key not in ("step", "total_steps"):
                     self.writer.add_scalar(f"train/{key}", value, record["step"])
+
+    def sync_tensorboard(self) -> None:
+        if self.writer and is_object_store(self.config.out):
+            self.writer.flush()
+            state.upload_folder(self.writer.log_dir, join(self.config.out, "tensorboard"))
 
     def zeroshot(self) -> None:
         spec = self.config.zeroshot
@@ -306,7 +327,8 @@ class Run:
                     bar.set_postfix(loss=f"{loss.item():.3f}")
                 if self.step % config.log_every == 0 or self.step == self.total_steps:
                     elapsed = time.monotonic() - window_start
-                    self.log_metrics({"step": self.step, "epoch": self.epoch, "loss": round(loss.item(), 6),
+                    self.log_metrics({"step": self.step, "total_steps": self.total_steps, "epoch": self.epoch,
+                                      "loss": round(loss.item(), 6),
                                       "lr": self.optimizer.param_groups[0]["lr"],
                                       "logit_scale": round(self.model.logit_scale.exp().item(), 4),
                                       "samples_per_s": round(window_samples / elapsed, 2) if elapsed else None,
@@ -337,6 +359,9 @@ class Run:
                 self.zeroshot()
         if self.writer:
             self.writer.close()
+            self.sync_tensorboard()
+            if is_object_store(config.out):
+                shutil.rmtree(self.writer.log_dir, ignore_errors=True)
         return {"step": self.step, "epoch": self.epoch, "stopped_by": stopped_by, "skipped": skipped,
                 "bad_shards": bad_shards, "rank": self.rank}
 
@@ -382,7 +407,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     run = Run(config)
-    result = run.run()
+    try:
+        result = run.run()
+    except FileExistsError as exc:
+        log.error("%s", exc)
+        return 2
     log.info("rank %d: %s", run.rank, result)
     if run.distributed:
         dist.destroy_process_group()

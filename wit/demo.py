@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -189,11 +190,13 @@ class Demo:
                    "-m", "trainer.train", *argv]
 
         def go():
+            shutil.rmtree(self.out / "run", ignore_errors=True)  # each demo trains from scratch
             with open(self.out / "train.log", "w") as handle:
-                done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=handle,
-                                      stderr=subprocess.STDOUT)
-            if done.returncode != 0:
-                raise RuntimeError(f"torchrun exited {done.returncode}; see {self.out / 'train.log'}")
+                child = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1", "WIT_PROGRESS": "0"},
+                                         stdout=handle, stderr=subprocess.STDOUT)
+                returncode = follow_training(child, self.out / "run" / "metrics.jsonl")
+            if returncode != 0:
+                raise RuntimeError(f"torchrun exited {returncode}; see {self.out / 'train.log'}")
             metrics = [json.loads(line) for line in (self.out / "run" / "metrics.jsonl").read_text().splitlines()]
             return {"steps": metrics[-1]["step"], "final_loss": metrics[-1].get("loss"),
                     "samples_per_s": metrics[-1].get("samples_per_s")}
@@ -226,6 +229,52 @@ class Demo:
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         (self.out / "report.html").write_text(render(summary, self.out))
         return summary
+
+
+def follow_training(child: subprocess.Popen, metrics: Path, every: float = 1.0, line_every: float = 30.0) -> int:
+    """Wait for the training processes, showing their progress from ``metrics.jsonl``: a bar on a
+    terminal, a line every ``line_every`` seconds otherwise (CI logs). Returns the exit code."""
+    from wit.logs import progress_enabled
+
+    bar, last_line, shown, printed = None, time.monotonic(), None, None
+    while True:
+        returncode = child.poll()
+        record = last_metrics(metrics)
+        if record is not None and "total_steps" in record:
+            if progress_enabled():
+                if bar is None:
+                    from tqdm import tqdm
+
+                    bar = tqdm(total=record["total_steps"], desc="      train", unit="step")
+                if record != shown:
+                    bar.n = record["step"]
+                    bar.set_postfix(loss=record["loss"])
+            elif record != printed and (time.monotonic() - last_line >= line_every or returncode is not None):
+                print(f"      train: step {record['step']}/{record['total_steps']}, loss {record['loss']:.3f}, "
+                      f"{record.get('samples_per_s') or 0:.0f} samples/s", flush=True)
+                last_line, printed = time.monotonic(), record
+            shown = record
+        if returncode is not None:
+            if bar is not None:
+                bar.close()
+            return returncode
+        time.sleep(every)
+
+
+def last_metrics(path: Path) -> dict | None:
+    """The last training record of a metrics.jsonl (zero-shot lines skipped), or None."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line being written
+            continue
+        if "loss" in record:
+            return record
+    return None
 
 
 def _wordnet_available() -> bool:

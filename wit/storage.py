@@ -17,6 +17,9 @@ def join(base: str, *names: str) -> str:
 
 
 def is_object_store(fs) -> bool:
+    """Whether a filesystem (or the one a path names) is an object store: no rename, no append."""
+    if isinstance(fs, str):
+        fs = fsspec.core.url_to_fs(fs)[0]
     protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
     return any(p in ("gs", "gcs", "s3", "s3a", "az", "abfs", "memory") for p in protocols)
 
