@@ -9,9 +9,9 @@ Every fetch ends with a :class:`Fetched` whose ``status`` is one of ``ok``, ``fa
 - redirects followed by hand, at most ``max_redirects``, each hop checked like the first;
 - only http(s); hosts resolving to loopback, private, link-local, multicast, reserved or
   unspecified addresses, and cloud metadata names, are **refused before connecting**
-  (``allow_private`` lifts this for tests and local runs). The check resolves the name itself;
-  the connection resolves it again, so a DNS answer that changes between the two (rebinding)
-  is not caught;
+  (``allow_private`` lifts this for tests and local runs). The check resolves the name once and
+  the connection goes to the address it checked (the ``Host`` header and TLS name stay the
+  url's), so a DNS answer that changes in between (rebinding) reaches nothing;
 - 429 and 5xx retried with exponential backoff, honouring ``Retry-After`` (capped);
 - at most ``per_host`` connections to one host at a time;
 - ``robots.txt`` of the image host fetched once, cached, and honoured for our User-Agent;
@@ -26,10 +26,14 @@ import socket
 import threading
 import time
 import urllib.robotparser
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
-import requests
+import certifi
+import urllib3
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 USER_AGENT = "witbot/0.1 (+https://github.com/wit-clip/wit; image-dataset research crawler; opt out: robots.txt or X-Robots-Tag: noai)"
 AGENT_TOKEN = "witbot"
@@ -66,8 +70,13 @@ class Refused(Exception):
     """The address or the scheme is not one we fetch from (status ``blocked``)."""
 
 
-def check_address(url: str, allow_private: bool) -> None:
-    """Raise :class:`Refused` for a url we must not connect to."""
+def _getaddrinfo(host: str, port: int) -> list[str]:
+    return [info[4][0].split("%")[0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+def check_address(url: str, allow_private: bool, resolve=_getaddrinfo) -> str | None:
+    """Raise :class:`Refused` for a url we must not connect to; otherwise return the address to
+    connect to: the one checked (``allow_private`` keeps the resolution, lifts the refusal)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise Refused(f"scheme {parts.scheme!r} is not http(s)")
@@ -76,17 +85,18 @@ def check_address(url: str, allow_private: bool) -> None:
         raise Refused("no host")
     if host in METADATA_HOSTS:
         raise Refused(f"cloud metadata host {host}")
-    if allow_private:
-        return
     try:
-        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
+        addresses = resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
+    except (socket.gaierror, UnicodeError) as exc:
         raise ConnectionError(f"DNS lookup failed for {host}: {exc}") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
+    if not addresses:
+        raise ConnectionError(f"DNS lookup for {host} returned no address")
+    for text in [] if allow_private else addresses:
+        address = ipaddress.ip_address(text)
         if (address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
                 or address.is_reserved or address.is_unspecified):
             raise Refused(f"{host} resolves to a non-public address {address}")
+    return addresses[0]
 
 
 def robots_opt_out(header_values: list[str], agent: str = AGENT_TOKEN) -> str | None:
@@ -160,7 +170,10 @@ class Watchdog:
 
 
 def _release(response) -> None:
-    response.close()
+    """Back to its pool: kept alive when the body was read to the end, closed otherwise."""
+    if not response.isclosed():
+        response.close()
+    response.release_conn()
     gate = getattr(response, "_wit_gate", None)
     if gate is not None:
         response._wit_gate = None
@@ -168,14 +181,16 @@ def _release(response) -> None:
 
 
 class Fetcher:
-    def __init__(self, config: FetchConfig) -> None:
+    """One per worker, shared by its download threads. HTTP through urllib3 connection pools,
+    one per (scheme, host, port, checked address), the least recently used closed past
+    ``MAX_POOLS``."""
+
+    MAX_POOLS = 512
+
+    def __init__(self, config: FetchConfig, resolve=_getaddrinfo) -> None:
         self.config = config
-        self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=256, pool_maxsize=max(config.per_host, 16),
-                                                max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers["User-Agent"] = config.user_agent
+        self.resolve = resolve  # host, port -> addresses (the system resolver; tests give their own)
+        self.pools: OrderedDict[tuple, urllib3.HTTPConnectionPool] = OrderedDict()
         self.hosts: dict[str, _HostState] = {}
         self.lock = threading.Lock()
         self.watchdog = Watchdog()
@@ -187,31 +202,77 @@ class Fetcher:
                 state = self.hosts[netloc] = _HostState(threading.BoundedSemaphore(self.config.per_host))
             return state
 
-    def _allowed_by_robots(self, url: str, deadline: float) -> bool:
+    def _pool(self, scheme: str, host: str, port: int, address: str | None) -> urllib3.HTTPConnectionPool:
+        key = (scheme, host, port, address)
+        with self.lock:
+            pool = self.pools.get(key)
+            if pool is not None:
+                self.pools.move_to_end(key)
+                return pool
+            size = max(self.config.per_host, 1)
+            if scheme == "https":
+                pool = urllib3.HTTPSConnectionPool(address or host, port, maxsize=size, server_hostname=host,
+                                                   assert_hostname=host, cert_reqs="CERT_REQUIRED",
+                                                   ca_certs=certifi.where())
+            else:
+                pool = urllib3.HTTPConnectionPool(address or host, port, maxsize=size)
+            self.pools[key] = pool
+            while len(self.pools) > self.MAX_POOLS:
+                _, old = self.pools.popitem(last=False)
+                old.close()
+            return pool
+
+    def _request(self, url: str, address: str | None, timeout: urllib3.Timeout):
+        """One GET, no redirects followed, body not read: the response."""
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        pool = self._pool(parts.scheme, (parts.hostname or "").lower(), port, address)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "User-Agent": self.config.user_agent,
+                   "Accept": "image/*,*/*;q=0.8"}
+        return pool.urlopen("GET", target, headers=headers, redirect=False, retries=False, timeout=timeout,
+                            preload_content=False, assert_same_host=False)
+
+    def _allowed_by_robots(self, url: str, address: str | None, deadline: float) -> bool:
         parts = urlsplit(url)
         state = self._host(f"{parts.scheme}://{parts.netloc}")
         with state.robots_lock:
             if not state.robots_loaded:
-                state.robots = self._load_robots(f"{parts.scheme}://{parts.netloc}/robots.txt", deadline)
+                state.robots = self._load_robots(f"{parts.scheme}://{parts.netloc}/robots.txt", address, deadline)
                 state.robots_loaded = True
         return state.robots is None or state.robots.can_fetch(AGENT_TOKEN, url)
 
-    def _load_robots(self, robots_url: str, deadline: float) -> urllib.robotparser.RobotFileParser | None:
+    def _load_robots(self, robots_url: str, address: str | None,
+                     deadline: float) -> urllib.robotparser.RobotFileParser | None:
         """None means 'no rules' (404 or unreachable robots.txt: crawlers treat that as allowed,
-        except a 401/403, which means everything is disallowed)."""
+        except a 401/403, which means everything is disallowed). Redirects are followed, each
+        hop checked like an image url."""
         parser = urllib.robotparser.RobotFileParser(robots_url)
-        try:
-            response = self.session.get(robots_url, timeout=max(0.1, min(5.0, deadline - time.monotonic())),
-                                        allow_redirects=True)
-        except requests.RequestException:
-            return None
-        if response.status_code in (401, 403):
-            parser.disallow_all = True
+        current = robots_url
+        for _ in range(self.config.max_redirects + 1):
+            remaining = max(0.1, min(5.0, deadline - time.monotonic()))
+            try:
+                response = self._request(current, address, urllib3.Timeout(connect=remaining, read=remaining))
+                body = response.read(decode_content=True, amt=512_000)
+                _release(response)
+            except (Urllib3Error, OSError):
+                return None
+            code = response.status
+            if code in (301, 302, 303, 307, 308) and response.headers.get("Location"):
+                current = urljoin(current, response.headers["Location"])
+                try:
+                    address = check_address(current, self.config.allow_private, self.resolve)
+                except (Refused, ConnectionError):
+                    return None
+                continue
+            if code in (401, 403):
+                parser.disallow_all = True
+                return parser
+            if code >= 400:
+                return None
+            parser.parse(body.decode("utf-8", "replace").splitlines())
             return parser
-        if response.status_code >= 400:
-            return None
-        parser.parse(response.text.splitlines())
-        return parser
+        return None
 
     def fetch(self, url: str) -> Fetched:
         config = self.config
@@ -222,20 +283,20 @@ class Fetcher:
             if remaining <= 0:
                 return Fetched(url, "failed", "deadline exceeded", attempts=attempts)
             try:
-                check_address(current, config.allow_private)
+                address = check_address(current, config.allow_private, self.resolve)
             except Refused as exc:
                 return Fetched(url, "blocked", str(exc), final_url=current, attempts=attempts)
             except ConnectionError as exc:
                 return Fetched(url, "failed", str(exc), attempts=attempts)
-            if config.robots and not self._allowed_by_robots(current, deadline):
+            if config.robots and not self._allowed_by_robots(current, address, deadline):
                 return Fetched(url, "opted_out", "disallowed by robots.txt", final_url=current, attempts=attempts)
             attempts += 1
-            result = self._get_once(current, deadline)
+            result = self._get_once(current, address, deadline)
             if isinstance(result, Fetched):
                 result.url, result.attempts = url, attempts
                 return result
             response = result
-            code = response.status_code
+            code = response.status
             if code in (301, 302, 303, 307, 308):
                 _release(response)
                 hops += 1
@@ -266,41 +327,39 @@ class Fetcher:
                 return Fetched(url, "failed", f"HTTP {code}", attempts=attempts, http_status=code)
             return self._read_body(url, current, response, deadline, attempts)
 
-    def _get_once(self, url: str, deadline: float):
+    def _get_once(self, url: str, address: str | None, deadline: float):
         state = self._host(urlsplit(url).netloc)
         remaining = deadline - time.monotonic()
         if not state.gate.acquire(timeout=max(0.0, remaining)):
             return Fetched(url, "failed", "deadline exceeded waiting for a host connection slot")
         try:
             remaining = deadline - time.monotonic()
-            response = self.session.get(url, stream=True, allow_redirects=False,
-                                        timeout=(max(0.05, min(remaining, 5.0)), max(0.05, remaining)))
+            response = self._request(url, address, urllib3.Timeout(connect=max(0.05, min(remaining, 5.0)),
+                                                                   read=max(0.05, remaining)))
             response._wit_gate = state.gate  # released when the body is read or dropped
             return response
-        except requests.Timeout:
+        except Urllib3Timeout:
             state.gate.release()
             return Fetched(url, "failed", "deadline exceeded")
-        except requests.RequestException as exc:
+        except (Urllib3Error, OSError) as exc:
             state.gate.release()
             return Fetched(url, "failed", f"{type(exc).__name__}: {exc}"[:300])
 
     def _read_body(self, url: str, final: str, response, deadline: float, attempts: int) -> Fetched:
         config = self.config
-        sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+        sock = getattr(response.connection, "sock", None)
         token = self.watchdog.arm(deadline, sock) if sock is not None else None
         try:
-            opt_out = robots_opt_out(response.raw.headers.getlist("X-Robots-Tag")
-                                     if hasattr(response.raw.headers, "getlist") else
-                                     [response.headers.get("X-Robots-Tag", "")])
+            opt_out = robots_opt_out(response.headers.getlist("X-Robots-Tag"))
             if opt_out:
                 return Fetched(url, "opted_out", f"X-Robots-Tag: {opt_out}", final_url=final, attempts=attempts,
-                               http_status=response.status_code)
+                               http_status=response.status)
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > config.max_bytes:
                 return Fetched(url, "failed", f"Content-Length {declared} over the {config.max_bytes}-byte cap",
-                               attempts=attempts, http_status=response.status_code)
+                               attempts=attempts, http_status=response.status)
             chunks, size = [], 0
-            for chunk in response.iter_content(65536):
+            for chunk in response.stream(65536, decode_content=True):
                 size += len(chunk)
                 if size > config.max_bytes:
                     return Fetched(url, "failed", f"body over the {config.max_bytes}-byte cap", attempts=attempts)
@@ -308,8 +367,8 @@ class Fetcher:
                     return Fetched(url, "failed", "deadline exceeded", attempts=attempts)
                 chunks.append(chunk)
             return Fetched(url, "ok", data=b"".join(chunks), final_url=final, attempts=attempts,
-                           http_status=response.status_code)
-        except (requests.RequestException, OSError) as exc:
+                           http_status=response.status)
+        except (Urllib3Error, OSError) as exc:
             late = time.monotonic() >= deadline or "timed out" in str(exc).lower()
             text = "deadline exceeded" if late else f"{type(exc).__name__}: {exc}"[:300]
             return Fetched(url, "failed", text, attempts=attempts)

@@ -74,9 +74,10 @@ def phash(image: np.ndarray) -> str:
     """64-bit DCT perceptual hash (imagededup's PHash: 32x32 grey, DCT, top-left 8x8 vs median)."""
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
     small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
-    dct = cv2.dct(small)[:8, :8]
-    bits = (dct > np.median(dct)).flatten()
-    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+    dct = cv2.dct(small)[:8, :8].ravel()
+    ordered = np.sort(dct)
+    bits = dct > (ordered[31] + ordered[32]) / 2  # the median of the 64, as np.median computes it
+    return np.packbits(bits).tobytes().hex()
 
 
 def _resize(img: np.ndarray, config: ImageConfig, width: int, height: int) -> np.ndarray:

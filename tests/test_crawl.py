@@ -10,6 +10,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import fsspec
 import pyarrow as pa
@@ -125,6 +126,30 @@ def test_private_and_metadata_addresses_are_refused(fake_web, photos, tmp_path):
     fetcher = Fetcher(FetchConfig(allow_private=True, robots=False, timeout=3))
     result = fetcher.fetch(fake_web.url("/meta.jpg"))
     assert result.status == "blocked" and "metadata" in result.reason
+
+
+def test_connections_go_to_the_address_that_was_checked(fake_web, photos):
+    """One resolution per hop, and the connection is made to its answer: a name that answers a
+    public address to the check and loopback afterwards (DNS rebinding) reaches nothing."""
+    url = fake_web.add("/pin.jpg", photos[0], "image/jpeg")
+    port = urlsplit(url).port
+    answers = []
+
+    def local_name(host, _port):
+        answers.append(host)
+        return ["127.0.0.1"]
+    fetched = Fetcher(FetchConfig(allow_private=True, robots=False, timeout=3), resolve=local_name).fetch(
+        f"http://images.example:{port}/pin.jpg")
+    assert fetched.status == "ok" and fetched.data == photos[0] and answers == ["images.example"]
+    assert fake_web.requests_for("/pin.jpg")[0].headers["Host"] == f"images.example:{port}"  # the url's name
+
+    def rebinding(host, _port):
+        answers.append(host)
+        return ["93.184.215.14"] if len(answers) == 2 else ["127.0.0.1"]  # public to the check, loopback after
+    fetched = Fetcher(FetchConfig(robots=False, timeout=1.5), resolve=rebinding).fetch(
+        f"http://images.example:{port}/pin.jpg")
+    assert fetched.status == "failed" and answers == ["images.example"] * 2
+    assert len(fake_web.requests_for("/pin.jpg")) == 1  # the second fetch never reached loopback
 
 
 def test_x_robots_tag_parsing():

@@ -365,8 +365,13 @@ def main(argv: list[str] | None = None) -> None:
     web = FakeWeb(root=args.root)
     web._server = _Server((web.host, args.port), type("Handler", (_Handler,), {"web": web}))
     print(web.base_url, flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: web._server.shutdown())
-    web._server.serve_forever()
+    def stop(*_):  # shutdown() from here would wait on the loop this very thread runs
+        raise SystemExit(0)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        web._server.serve_forever()
+    finally:
+        web._server.server_close()
 
 
 if __name__ == "__main__":
