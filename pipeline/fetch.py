@@ -74,7 +74,7 @@ def _getaddrinfo(host: str, port: int) -> list[str]:
     return [info[4][0].split("%")[0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
 
 
-def check_address(url: str, allow_private: bool, resolve=_getaddrinfo) -> str | None:
+def check_address(url: str, allow_private: bool, resolve=_getaddrinfo) -> str:
     """Raise :class:`Refused` for a url we must not connect to; otherwise return the address to
     connect to: the one checked (``allow_private`` keeps the resolution, lifts the refusal)."""
     parts = urlsplit(url)
@@ -202,7 +202,7 @@ class Fetcher:
                 state = self.hosts[netloc] = _HostState(threading.BoundedSemaphore(self.config.per_host))
             return state
 
-    def _pool(self, scheme: str, host: str, port: int, address: str | None) -> urllib3.HTTPConnectionPool:
+    def _pool(self, scheme: str, host: str, port: int, address: str) -> urllib3.HTTPConnectionPool:
         key = (scheme, host, port, address)
         with self.lock:
             pool = self.pools.get(key)
@@ -211,18 +211,18 @@ class Fetcher:
                 return pool
             size = max(self.config.per_host, 1)
             if scheme == "https":
-                pool = urllib3.HTTPSConnectionPool(address or host, port, maxsize=size, server_hostname=host,
+                pool = urllib3.HTTPSConnectionPool(address, port, maxsize=size, server_hostname=host,
                                                    assert_hostname=host, cert_reqs="CERT_REQUIRED",
                                                    ca_certs=certifi.where())
             else:
-                pool = urllib3.HTTPConnectionPool(address or host, port, maxsize=size)
+                pool = urllib3.HTTPConnectionPool(address, port, maxsize=size)
             self.pools[key] = pool
             while len(self.pools) > self.MAX_POOLS:
                 _, old = self.pools.popitem(last=False)
                 old.close()
             return pool
 
-    def _request(self, url: str, address: str | None, timeout: urllib3.Timeout):
+    def _request(self, url: str, address: str, timeout: urllib3.Timeout):
         """One GET, no redirects followed, body not read: the response."""
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -233,7 +233,7 @@ class Fetcher:
         return pool.urlopen("GET", target, headers=headers, redirect=False, retries=False, timeout=timeout,
                             preload_content=False, assert_same_host=False)
 
-    def _allowed_by_robots(self, url: str, address: str | None, deadline: float) -> bool:
+    def _allowed_by_robots(self, url: str, address: str, deadline: float) -> bool:
         parts = urlsplit(url)
         state = self._host(f"{parts.scheme}://{parts.netloc}")
         with state.robots_lock:
@@ -242,7 +242,7 @@ class Fetcher:
                 state.robots_loaded = True
         return state.robots is None or state.robots.can_fetch(AGENT_TOKEN, url)
 
-    def _load_robots(self, robots_url: str, address: str | None,
+    def _load_robots(self, robots_url: str, address: str,
                      deadline: float) -> urllib.robotparser.RobotFileParser | None:
         """None means 'no rules' (404 or unreachable robots.txt: crawlers treat that as allowed,
         except a 401/403, which means everything is disallowed). Redirects are followed, each
@@ -327,7 +327,7 @@ class Fetcher:
                 return Fetched(url, "failed", f"HTTP {code}", attempts=attempts, http_status=code)
             return self._read_body(url, current, response, deadline, attempts)
 
-    def _get_once(self, url: str, address: str | None, deadline: float):
+    def _get_once(self, url: str, address: str, deadline: float):
         state = self._host(urlsplit(url).netloc)
         remaining = deadline - time.monotonic()
         if not state.gate.acquire(timeout=max(0.0, remaining)):

@@ -118,12 +118,6 @@ class EntryTally:
     def add_batch(self, batch: Sequence[dict]) -> None:
         """One per entry id of each pair (a pair's ids are distinct: this counts pairs)."""
         ids = np.fromiter(chain.from_iterable(pair["entry_ids"] for pair in batch), np.int64)
-        self.add_ids(ids)
-
-    def add_ids(self, ids: np.ndarray, counts: np.ndarray | None = None) -> None:
-        if counts is not None:  # another tally's sparse form
-            self._dense()[ids] += counts
-            return
         self.pending.append(ids)
         self.pending_ids += ids.size
         if self.pending_ids >= self.FLUSH:
@@ -135,11 +129,12 @@ class EntryTally:
             self.pending, self.pending_ids = [], 0
             if ids.size and (ids.min() < 0 or ids.max() >= self.size):
                 raise ValueError(f"entry ids outside the query list (0..{self.size - 1})")
-            self._dense()[:] += np.bincount(ids, minlength=self.size)
+            dense = self._dense()
+            dense += np.bincount(ids, minlength=self.size)
 
     def merge(self, other: "EntryTally") -> None:
         ids, counts = other.sparse()
-        self.add_ids(ids, counts)
+        self._dense()[ids] += counts
 
     def sparse(self) -> tuple[np.ndarray, np.ndarray]:
         self.flush()
@@ -159,7 +154,7 @@ class EntryTally:
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["size"])
         if state["ids"].size:
-            self.add_ids(state["ids"].astype(np.int64), state["counts"])
+            self._dense()[state["ids"]] += state["counts"]
 
     def _dense(self) -> np.ndarray:
         if self.dense is None:
