@@ -3,7 +3,7 @@ the same shards, model, per-rank batch, precision and schedule, 2 CPU processes 
 (``torchrun --standalone --nproc_per_node 2``, gloo, one thread per process), one after the other
 in one run.
 
-Shards: benchmarks/train_loader.py's 4,000 real photos at 256 px. Both read them from local
+Shards: benchmarks/train_loader.py's 4,000 real photos at 256 px with real web alt-texts. Both read them from local
 disk with 1 DataLoader worker per rank, CLIP's loss with local loss and gathered gradients.
 Reported: steady-state samples/s from each trainer's own log (the first logging window, start-up,
 dropped) and whole-run wall time, with the ratios.

@@ -2,8 +2,9 @@
 wit's loader against OpenCLIP's webdataset pipeline on the same local shards.
 
 Shards: the 1,000 ImageNet-sample photos of ``../shared/data`` stored as a crawl stores them
-(256 px JPEG q95, 4 variants each: flips and crops, 4,000 samples in 8 shards of 500) with their
-class names as captions. Each loader delivers one epoch of batches of ``--batch-size`` images at
+(256 px JPEG q95, 4 variants each: flips and crops, 4,000 samples in 8 shards of 500), captioned
+with real web alt-texts (LAION's, ``captions/img2dataset/test_10000.parquet``: texts of the length
+WIT's are, which the text tower's work depends on). Each loader delivers one epoch of batches of ``--batch-size`` images at
 ``--image-size`` px (decode, CLIP augmentation, normalisation, tokenisation) with ``--workers``
 DataLoader workers, in one run, side by side:
 
@@ -29,7 +30,10 @@ from PIL import Image, ImageOps
 def make_shards(folder: Path, data: Path) -> None:
     from pipeline import shards
 
+    import pandas as pd
+
     photos = sorted((data / "images/photos/imagenet_sample").glob("*.JPEG"))
+    captions = pd.read_parquet(data / "captions/img2dataset/test_10000.parquet")["TEXT"].dropna().tolist()
     samples, shard, sizes = [], 0, {}
 
     def flush() -> None:
@@ -50,9 +54,9 @@ def make_shards(folder: Path, data: Path) -> None:
                 image.thumbnail((256, 256))
                 buffer = io.BytesIO()
                 image.save(buffer, "JPEG", quality=95)
-            label = photo.stem.split("_", 1)[1].replace("_", " ")
+            caption = captions[(shard * 500 + len(samples)) % len(captions)]
             samples.append(shards.Sample(key=f"{shard:05d}{len(samples):04d}", url="", status="success",
-                                         caption=f"a photo of a {label}", image=buffer.getvalue()))
+                                         caption=caption, image=buffer.getvalue()))
             if len(samples) == 500:
                 flush()
     (folder / "sizes.json").write_text(json.dumps({**sizes, "__total__": sum(sizes.values())}))

@@ -5,8 +5,10 @@ csv, tsv, jsonl with ``url`` and ``caption`` columns). Each input file is cut in
 ``--shard-size`` rows in file order, so shard numbers derive from the input alone. Each shard is
 one work item: its urls are fetched by ``--threads-per-worker`` threads through one
 :class:`pipeline.fetch.Fetcher` per worker, decoded and resized by :mod:`pipeline.images`, and
-written by :mod:`pipeline.shards` (temporary name, then rename; stats last). A re-run skips
-finished shards, so a killed job re-run ends with the same output. At the end: ``sizes.json``,
+written by :mod:`pipeline.shards` (temporary name, then rename; stats last). Exact duplicates
+(same bytes) are dropped within each shard as it is written and then across shards
+(:mod:`pipeline.exact_duplicates`). A re-run skips finished shards, so a killed job re-run ends
+with the same output. At the end: ``sizes.json``,
 ``crawl_report.json`` and ``crawl_report.html``, then ``_SUCCESS``; the job fails, with the
 counts, when successes over downloaded images fall below ``--min-success-ratio``.
 
@@ -38,7 +40,7 @@ import apache_beam as beam
 import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import images, shards
+from pipeline import exact_duplicates, images, shards
 from pipeline.fetch import FetchConfig, Fetcher
 from query_list.sources import expand
 from wit.beam import TolerantParser, run_job
@@ -205,16 +207,6 @@ def crawl_one(fetcher: Fetcher, key: str, row: dict, config: CrawlConfig, detect
                          phash=result.phash or None, **base)
 
 
-def mark_duplicates(samples: list[shards.Sample]) -> None:
-    """Exact duplicates (same downloaded bytes) within the shard: the first key keeps its image."""
-    seen: set[str] = set()
-    for sample in sorted(samples, key=lambda s: s.key):
-        if sample.status == "success":
-            if sample.sha256 in seen:
-                sample.status, sample.error_message, sample.image = "duplicate", "same sha256 as an earlier key", b""
-            seen.add(sample.sha256)
-
-
 class CrawlShardFn(beam.DoFn):
     def __init__(self, config: CrawlConfig) -> None:
         self.config = config
@@ -240,15 +232,19 @@ class CrawlShardFn(beam.DoFn):
         if fs.exists(stats_path):  # finished by an earlier run: resume past it
             with fs.open(stats_path, "rt") as handle:
                 yield {**json.load(handle), "resumed": True, "seconds": 0.0}
+            for pair in exact_duplicates.written_hashes(self.config.out, task.shard):
+                yield beam.pvalue.TaggedOutput("hashes", pair)
             return
         started = time.monotonic()
         rows = shard_rows(task, self.config)
         keys = [f"{task.shard:05d}{index:04d}" for index in range(len(rows))]
         samples = list(self.pool.map(lambda kr: crawl_one(self.fetcher, kr[0], kr[1], self.config, detector),
                                      zip(keys, rows)))
-        mark_duplicates(samples)
+        exact_duplicates.mark_in_shard(samples)
         stats = shards.write_shard(self.config.out, task.shard, samples, self.config.image.encode_format)
         yield {**stats, "resumed": False, "seconds": time.monotonic() - started}
+        for pair in exact_duplicates.success_hashes(samples):
+            yield beam.pvalue.TaggedOutput("hashes", pair)
 
 
 # -- the end ---------------------------------------------------------------------------------------
@@ -312,10 +308,17 @@ def build_pipeline(pipeline, config: CrawlConfig) -> None:
         load_indexes(config.eval_indexes)  # a bad index fails here, before any download
         side = [beam.pvalue.AsSingleton(pipeline | "EvalIndexPaths" >> beam.Create([config.eval_indexes])
                                         | "LoadEvalIndexes" >> beam.Map(load_indexes))]
-    (pipeline
-     | "Shards" >> beam.Create(tasks)
-     | "SpreadShards" >> beam.Reshuffle()
-     | "CrawlShard" >> beam.ParDo(CrawlShardFn(config), *side)
+    crawled = (pipeline
+               | "Shards" >> beam.Create(tasks)
+               | "SpreadShards" >> beam.Reshuffle()
+               | "CrawlShard" >> beam.ParDo(CrawlShardFn(config), *side).with_outputs("hashes", main="stats"))
+    repeats = (crawled.hashes
+               | "GroupByHash" >> beam.GroupByKey()
+               | "RepeatsAcrossShards" >> beam.FlatMap(exact_duplicates.repeats_of))
+    stats = crawled.stats | "StatsByShard" >> beam.Map(lambda s: (s["shard"], s))
+    ({"stats": stats, "repeats": repeats}
+     | "JoinByShard" >> beam.CoGroupByKey()
+     | "DropRepeats" >> beam.Map(exact_duplicates.settle_shard, config.out)
      | "CollectStats" >> beam.combiners.ToList()
      | "Finish" >> beam.Map(finish, config, started))
 

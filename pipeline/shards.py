@@ -86,22 +86,31 @@ def build_status_table(samples: list[Sample]) -> bytes:
              "original_height": s.original_height, "sha256": s.sha256, "phash": s.phash, "uid": s.uid,
              "entry_ids": s.entry_ids, "final_url": s.final_url, "attempts": s.attempts}
             for s in sorted(samples, key=lambda s: s.key)]
+    return status_parquet(rows)
+
+
+def status_parquet(rows: list[dict]) -> bytes:
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=STATUS_SCHEMA), buffer, compression="zstd")
     return buffer.getvalue()
 
 
 def shard_stats(shard: int, samples: list[Sample], tar_bytes: int) -> dict:
+    return stats_of(shard, [(s.status, s.error_message) for s in samples], tar_bytes,
+                    sum(len(s.image) for s in samples if s.status == "success"))
+
+
+def stats_of(shard: int, outcomes: list[tuple[str, str]], tar_bytes: int, image_bytes: int) -> dict:
+    """A shard's ``_stats.json`` from the (status, error message) of each of its urls."""
     counts = {status: 0 for status in STATUSES}
     reasons: dict[str, int] = {}
-    for sample in samples:
-        counts[sample.status] += 1
-        if sample.status != "success":
-            reason = sample.error_message.split(":")[0][:80]
-            reasons[f"{sample.status}: {reason}"] = reasons.get(f"{sample.status}: {reason}", 0) + 1
-    return {"shard": shard, "count": len(samples), "successes": counts["success"], "status": counts,
-            "reasons": dict(sorted(reasons.items())), "tar_bytes": tar_bytes,
-            "image_bytes": sum(len(s.image) for s in samples if s.status == "success")}
+    for status, message in outcomes:
+        counts[status] += 1
+        if status != "success":
+            reason = f"{status}: {(message or '').split(':')[0][:80]}"
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return {"shard": shard, "count": len(outcomes), "successes": counts["success"], "status": counts,
+            "reasons": dict(sorted(reasons.items())), "tar_bytes": tar_bytes, "image_bytes": image_bytes}
 
 
 def write_shard(out: str, shard: int, samples: list[Sample], encode_format: str) -> dict:

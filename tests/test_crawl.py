@@ -194,6 +194,47 @@ def test_kill_and_resume_equals_an_uninterrupted_run(fake_web, photos, tmp_path)
     assert not list((tmp_path / "killed").glob(".*.tmp"))  # no partial file left behind
 
 
+def test_exact_duplicates_across_the_run_keep_the_smallest_key(fake_web, photos, tmp_path):
+    """The same bytes under different urls, within a shard and across shards: the smallest key
+    keeps the image, every other ends `duplicate` naming it, out of the tars and the counts; a
+    re-run changes nothing, and a shard caught between its rewrite steps is crawled again."""
+    urls = [fake_web.add(f"/img/{i}.jpg", photos[i + 2], "image/jpeg") for i in range(15)]
+    for row in (0, 3, 7, 12):  # shard 0 twice, shards 1 and 2
+        urls[row] = fake_web.add(f"/copy/{row}.jpg", photos[0], "image/jpeg")
+    for row in (5, 14):  # shards 1 and 2
+        urls[row] = fake_web.add(f"/copy/{row}.jpg", photos[1], "image/jpeg")
+    path = write_urls(tmp_path / "urls.parquet", urls)
+    out = tmp_path / "out"
+    args = ["--urls", path, "--allow-private-addresses", "--shard-size", "5", *FAST, "--out", str(out)]
+    assert crawl.run(args) == 0
+    seen = statuses(out)
+    repeats = {3: "000000000", 7: "000000000", 12: "000000000", 14: "000010000"}
+    for row, url in enumerate(urls):
+        expected = ("duplicate", f"same sha256: kept at key {repeats[row]}") if row in repeats else ("success", "")
+        assert seen[url] == expected, (row, seen[url])
+    stored = {}
+    for shard in range(3):
+        with tarfile.open(out / f"{shard:05d}.tar") as tar:
+            names = tar.getnames()
+            stored.update({json.loads(tar.extractfile(n).read())["url"]: n[:9] for n in names if n.endswith(".json")})
+            assert len(names) == 3 * len([n for n in names if n.endswith(".jpg")])
+        stats = json.loads((out / f"{shard:05d}_stats.json").read_text())
+        assert stats["successes"] == len([n for n in names if n.endswith(".jpg")])
+    assert set(stored) == {url for row, url in enumerate(urls) if row not in repeats}
+    sizes = json.loads((out / "sizes.json").read_text())
+    assert sizes == {"00000.tar": 4, "00001.tar": 4, "00002.tar": 3, "__total__": 11}
+    report = json.loads((out / "crawl_report.json").read_text())
+    assert report["status"]["duplicate"] == 4 and report["status"]["success"] == 11
+    assert report["top_reasons"]["duplicate: same sha256"] == 4
+
+    files = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("crawl_report")}
+    assert crawl.run(args) == 0  # a finished crawl: nothing left to drop
+    assert {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("crawl_report")} == files
+    (out / "00002_stats.json").unlink()  # a kill after the rewrite began: the shard is crawled again
+    assert crawl.run(args) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("crawl_report")} == files
+
+
 def test_shards_read_by_webdataset_and_openclip(fake_web, photos, tmp_path):
     urls = [fake_web.add(f"/img/{i}.jpg", photos[i], "image/jpeg") for i in range(30)]
     path = write_urls(tmp_path / "urls.parquet", urls)

@@ -10,7 +10,7 @@ import torch
 from trainer.config import MODELS, CLIPConfig
 from trainer.export import export_openclip, from_openclip_state_dict, load_openclip_export
 from trainer.loss import ClipLoss
-from trainer.models import CLIP, count_parameters
+from trainer.models import CLIP, count_parameters, length_chunks
 
 PAPER = ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336"]
 
@@ -60,6 +60,63 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
     for a, b in zip(grads(False), grads(True)):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def _captions(count: int, seed: int) -> torch.Tensor:
+    """Token rows shaped like tokenized captions: start token, words, end token (the highest id)
+    at varied positions, zero padding after it."""
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.zeros(count, 77, dtype=torch.long)
+    ends = torch.randint(2, 77, (count,), generator=generator)
+    ends[0] = 76  # one caption fills the context
+    for row, end in enumerate(ends.tolist()):
+        tokens[row, 0] = 49406
+        tokens[row, 1:end] = torch.randint(1, 49000, (end - 1,), generator=generator)
+        tokens[row, end] = 49407
+    return tokens
+
+
+def test_length_chunks_cover_the_batch_in_order_with_enough_rows():
+    lengths = sorted([77, 60, 33, 20, 18, 15, 14, 12, 12, 11, 10, 9, 8, 8, 7, 5, 3, 2], reverse=True)
+    chunks = length_chunks(lengths, 64)
+    assert chunks[0][0] == 0 and chunks[-1][1] == len(lengths)
+    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+    assert all((stop - start) * lengths[start] >= 64 for start, stop in chunks)
+    assert chunks[:2] == [(0, 1), (1, 3)]  # 77 alone; 60 needs a second caption to reach 64 rows
+    assert length_chunks(lengths, 10_000) == [(0, len(lengths))]  # one chunk cut to the longest
+    assert length_chunks([5, 5, 5], 1) == [(0, 1), (1, 2), (2, 3)]
+    assert length_chunks([], 64) == []
+    # A remainder too small for a chunk of its own joins the one before it.
+    assert length_chunks([20, 20, 20, 2], 60) == [(0, 4)]
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 64, 300, 100_000])
+def test_text_chunks_by_length_give_the_full_context_features_and_gradients(chunk_tokens):
+    torch.manual_seed(0)
+    model = CLIP(MODELS["wit-tiny-32"])
+    tokens = _captions(24, seed=1)
+
+    def run(chunk: int):
+        model.zero_grad()
+        model.set_text_chunk_tokens(chunk)
+        features = model.encode_text(tokens, normalize=False)
+        (features * torch.linspace(-1, 1, features.numel()).view_as(features)).sum().backward()
+        return features.detach(), {n: p.grad.clone() for n, p in model.text.named_parameters()}
+
+    shapes = []
+    model.text.transformer.register_forward_hook(lambda module, args, out: shapes.append(tuple(out.shape[:2])))
+    full, full_grads = run(0)
+    assert shapes == [(24, 77)]
+    shapes.clear()
+    chunked, chunked_grads = run(chunk_tokens)
+    assert torch.allclose(chunked, full, atol=1e-5, rtol=1e-4)
+    for name, grad in full_grads.items():  # equal up to the order of float sums
+        assert torch.linalg.norm(chunked_grads[name] - grad) <= 1e-5 * torch.linalg.norm(grad), name
+    # The work done: every caption once, each chunk only as long as its longest caption.
+    assert sum(rows for rows, _ in shapes) == 24
+    assert shapes[0][1] == 77 and all(a[1] >= b[1] for a, b in zip(shapes, shapes[1:]))
+    expected = length_chunks(sorted((tokens.argmax(-1) + 1).tolist(), reverse=True), chunk_tokens)
+    assert len(shapes) == len(expected) and (len(expected) > 1) == (chunk_tokens < 24 * 77)
 
 
 def test_temperature_init_and_clamp():
@@ -125,8 +182,7 @@ def test_export_round_trip_loads_in_openclip_with_equal_embeddings(tmp_path):
         assert unexpected == [] and all(k == "attn_mask" for k in missing), (missing, unexpected)
         theirs.eval()
         size = MODELS[name].vision.image_size
-        images, tokens = torch.randn(2, 3, size, size), torch.randint(1, 1000, (2, 77))
-        tokens[:, 10] = 49407  # an end token
+        images, tokens = torch.randn(2, 3, size, size), _captions(6, seed=2)
         with torch.no_grad():
             assert torch.allclose(model.encode_image(images), theirs.encode_image(images, normalize=True), atol=1e-5)
             assert torch.allclose(model.encode_text(tokens), theirs.encode_text(tokens, normalize=True), atol=1e-5)

@@ -3,14 +3,16 @@
     torchrun --nproc_per_node=N [--nnodes ...] -m trainer.train \\
         --train-data 'gs://BUCKET/shards/{00000..04095}.tar' [--train-data ...] --model ViT-B-32 \\
         --batch-size PER_RANK (--epochs E | --steps S) --out gs://BUCKET/runs/NAME [--resume latest] \\
-        [--max-minutes M] [--precision bf16] [--accum-freq K] [--grad-checkpointing] [--compile]
+        [--max-minutes M] [--precision bf16] [--accum-freq K] [--grad-checkpointing] [--compile] \\
+        [--text-chunk-tokens N]
 
 ``wit train ...`` is the same program in one process (or under torchrun). Data: :mod:`trainer.data`;
 checkpoints: :mod:`trainer.state`. DDP over NCCL on GPUs and gloo on CPUs; CLIP's loss with
 features gathered across ranks; AdamW without decay on gains, biases, embeddings and the
 temperature; linear warm-up then cosine; bf16 autocast; gradient clipping; gradient
 accumulation that keeps the contrastive batch global (features of all micro-batches cached,
-each re-computed with gradient in turn, as OpenCLIP's ``--accum-freq``). SIGTERM (preemption),
+each re-computed with gradient in turn, as OpenCLIP's ``--accum-freq``); the text tower runs
+captions in chunks of similar length cut to their longest (``--text-chunk-tokens``). SIGTERM (preemption),
 ``--max-minutes`` and ``--stop-after`` write a checkpoint at the next step boundary and exit 0.
 Metrics: ``OUT/metrics.jsonl`` (one line per logged step) and TensorBoard.
 """
@@ -59,6 +61,7 @@ class TrainConfig:
     precision: str = "fp32"
     grad_checkpointing: bool = False
     compile: bool = False
+    text_chunk_tokens: int | None = None
     workers: int = 2
     seed: int = 0
     shuffle_buffer: int = 1000
@@ -105,6 +108,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="clip: random square crop of the resized image (CLIP); strong: random resized crop and flip")
     add("--grad-checkpointing", action="store_true")
     add("--compile", action="store_true", help="torch.compile the model")
+    add("--text-chunk-tokens", type=int, default=None,
+        help="text tower: captions sorted by length run in chunks of at least this many token rows, each "
+             "cut to its longest caption (same features, less work); 0: full context for every caption; "
+             "default 256 on CPU, 4096 on GPU")
     add("--tokenizer", default=None, help="a tokenizer folder (`wit tokenizer train`) or CLIP's bpe .txt.gz")
     add("--resume", default=None, help="'latest' or a checkpoint path")
     add("--deterministic", action="store_true", help="deterministic kernels (bitwise-equal resumes on CPU)")
@@ -148,6 +155,8 @@ class Run:
         torch.manual_seed(config.seed)
         self.tokenizer = load_tokenizer(config.tokenizer)
         self.model = build_model(config.model, self.tokenizer, config.grad_checkpointing).to(self.device)
+        chunk = config.text_chunk_tokens
+        self.model.set_text_chunk_tokens((4096 if self.device.type == "cuda" else 256) if chunk is None else chunk)
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay), lr=config.lr,
                                            betas=(config.beta1, config.beta2), eps=config.eps, fused=True)
         shards = data_module.resolve_shards(config.train_data)

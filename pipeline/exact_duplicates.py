@@ -1,0 +1,113 @@
+"""Exact duplicates across the whole crawl: the same downloaded bytes (sha256) at several keys.
+
+A shard marks the repeats among its own urls while it is written (:func:`mark_in_shard`); this
+stage of the crawl job finds those that lie in different shards. Every success's
+``(sha256, key)`` is grouped by hash; in a group the smallest key keeps its image (the rule
+within a shard too, so what is kept does not depend on how the urls fall into shards) and each
+other key becomes ``duplicate`` with the reason ``same sha256: kept at key K``. Its shard is then
+rewritten (:func:`drop_repeats`): the stats file is removed first (a shard without one is
+unfinished, so a job killed in the middle crawls that shard again on its re-run), then the tar
+without the repeats, the status parquet, and the recomputed stats, last. A re-run of a finished
+crawl finds no repeats left and changes nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterable, Iterator
+
+import fsspec
+import pyarrow.parquet as pq
+
+from pipeline import shards
+from wit.storage import write_bytes_atomic, write_text_atomic
+
+
+def reason(keeper: str) -> str:
+    return f"same sha256: kept at key {keeper}"
+
+
+def mark_in_shard(samples: list[shards.Sample]) -> None:
+    """Repeats among one shard's successes: the smallest key keeps the image, the others lose it."""
+    keeper: dict[str, str] = {}
+    for sample in sorted(samples, key=lambda s: s.key):
+        if sample.status == "success":
+            if sample.sha256 in keeper:
+                sample.status, sample.error_message, sample.image = "duplicate", reason(keeper[sample.sha256]), b""
+            else:
+                keeper[sample.sha256] = sample.key
+
+
+def success_hashes(samples: Iterable[shards.Sample]) -> Iterator[tuple[str, str]]:
+    for sample in samples:
+        if sample.status == "success" and sample.sha256:
+            yield sample.sha256, sample.key
+
+
+def written_hashes(out: str, shard: int) -> Iterator[tuple[str, str]]:
+    """``(sha256, key)`` of the successes of a shard written earlier (read from its parquet)."""
+    with fsspec.open(shards.shard_names(out, shard)["parquet"], "rb") as handle:
+        table = pq.read_table(handle, columns=["key", "status", "sha256"])
+    for key, status, digest in zip(*(table.column(name).to_pylist() for name in ("key", "status", "sha256"))):
+        if status == "success" and digest:
+            yield digest, key
+
+
+def repeats_of(group: tuple[str, Iterable[str]]) -> Iterator[tuple[int, tuple[str, str]]]:
+    """``(shard, (key, keeper))`` for every key of a hash group but the smallest."""
+    _, keys = group
+    keeper, *others = sorted(keys)
+    for key in others:
+        yield int(key[:5]), (key, keeper)
+
+
+def filter_tar(data: bytes, drop: set[str]) -> tuple[bytes, int]:
+    """The tar without the members of the keys in ``drop`` (member names are ``{key}.{ext}``), and
+    the bytes of the images left."""
+    buffer, image_bytes = io.BytesIO(), 0
+    with tarfile.open(fileobj=io.BytesIO(data)) as source, \
+            tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as target:
+        for member in source.getmembers():
+            key, _, extension = member.name.partition(".")
+            if key in drop:
+                continue
+            content = source.extractfile(member).read()
+            shards.add_member(target, member.name, content)
+            if extension not in ("txt", "json"):
+                image_bytes += len(content)
+    return buffer.getvalue(), image_bytes
+
+
+def drop_repeats(out: str, shard: int, repeats: dict[str, str]) -> dict:
+    """Mark ``repeats`` (key -> the key that keeps the image) ``duplicate`` in a written shard and
+    remove their samples from its tar; returns the new stats. Idempotent."""
+    names = shards.shard_names(out, shard)
+    fs, stats_path = fsspec.core.url_to_fs(names["stats"])
+    if fs.exists(stats_path):
+        fs.rm(stats_path)  # unfinished from here until the new stats are written
+    with fsspec.open(names["parquet"], "rb") as handle:
+        rows = pq.read_table(handle).to_pylist()
+    for row in rows:
+        if row["key"] in repeats and row["status"] == "success":
+            row["status"], row["error_message"] = "duplicate", reason(repeats[row["key"]])
+    with fsspec.open(names["tar"], "rb") as handle:
+        tar, image_bytes = filter_tar(handle.read(), set(repeats))
+    write_bytes_atomic(names["tar"], tar)
+    write_bytes_atomic(names["parquet"], shards.status_parquet(rows))
+    stats = shards.stats_of(shard, [(row["status"], row["error_message"]) for row in rows], len(tar), image_bytes)
+    write_text_atomic(names["stats"], json.dumps(stats, indent=2, sort_keys=True) + "\n")  # last
+    return stats
+
+
+def settle_shard(item: tuple[int, dict], out: str) -> dict:
+    """CoGroupByKey result ``(shard, {"stats": [stats], "repeats": [(key, keeper), ...]})`` ->
+    the shard's final stats."""
+    shard, grouped = item
+    (stats,) = grouped["stats"]
+    repeats = dict(grouped["repeats"])
+    if not repeats:
+        return stats
+    return {**drop_repeats(out, shard, repeats), "resumed": stats.get("resumed", False),
+            "seconds": stats.get("seconds", 0.0), "cross_shard_duplicates": len(repeats)}
