@@ -119,6 +119,19 @@ def test_text_chunks_by_length_give_the_full_context_features_and_gradients(chun
     assert len(shapes) == len(expected) and (len(expected) > 1) == (chunk_tokens < 24 * 77)
 
 
+def test_compiles_as_one_graph_with_the_eager_features():
+    """``torch.compile(fullgraph=True)`` traces the model without a break (the compiled text tower
+    runs the full context: static shapes) and gives the eager, chunked model's features."""
+    torch.manual_seed(0)
+    model = CLIP(MODELS["wit-tiny-32"]).eval()
+    images, tokens = torch.randn(4, 3, 32, 32), _captions(4, seed=3)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        eager, traced = model(images, tokens), compiled(images, tokens)
+    for a, b in zip(eager, traced):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_temperature_init_and_clamp():
     model = CLIP(MODELS["wit-tiny-32"])
     assert model.logit_scale.exp().item() == pytest.approx(1 / 0.07)
