@@ -323,6 +323,28 @@ def test_images_match_img2dataset_output_format_and_quality(photos):
         assert np.median(scores) > 35, (mode, scores)
 
 
+def test_area_downscale_gives_opencvs_inter_area_bytes(photos):
+    """The float32 route of the resize is a speed-up only: the same bytes as uint8 INTER_AREA on
+    real photos, full and reduced decodes, integer and non-integer factors."""
+    import cv2
+    import numpy as np
+
+    from pipeline.images import area_downscale
+
+    checked = 0
+    for data in photos[:12]:
+        for flag in (cv2.IMREAD_COLOR, cv2.IMREAD_REDUCED_COLOR_2):
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+            height, width = image.shape[:2]
+            sizes = [(max(1, round(width * t / max(width, height))), max(1, round(height * t / max(width, height))))
+                     for t in (256, 224, 160, 97)] + [(width // 2, height // 2), (width // 4, height // 4)]
+            for size in [s for s in sizes if s[0] < width]:  # the resize's downscaling cases
+                expected = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+                assert np.array_equal(area_downscale(image, size), expected), (image.shape, size)
+                checked += 1
+    assert checked >= 12 * 2 * 3
+
+
 def test_eval_index_drops_near_duplicates_during_the_crawl(fake_web, photos, tmp_path):
     """Edited copies of indexed evaluation photos end as `eval_duplicate`, not in the tar; the rest
     crawl as usual."""
