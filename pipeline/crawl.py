@@ -33,14 +33,14 @@ import logging
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import apache_beam as beam
 import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import exact_duplicates, images, shards
+from pipeline import crawl_report, exact_duplicates, images, shards
 from pipeline.fetch import FetchConfig, Fetcher
 from query_list.sources import expand
 from wit.beam import TolerantParser, run_job
@@ -248,48 +248,13 @@ class CrawlShardFn(beam.DoFn):
 
 
 # -- the end ---------------------------------------------------------------------------------------
-def summarize(all_stats: list[dict], config: CrawlConfig, wall_seconds: float) -> dict:
-    all_stats = sorted(all_stats, key=lambda s: s["shard"])
-    status = {name: sum(s["status"][name] for s in all_stats) for name in shards.STATUSES}
-    reasons: dict[str, int] = {}
-    for stats in all_stats:
-        for reason, count in stats["reasons"].items():
-            reasons[reason] = reasons.get(reason, 0) + count
-    total = sum(s["count"] for s in all_stats)
-    downloaded = status["success"] + status["failed_to_resize"] + status["filtered"] + status["duplicate"] + status[
-        "eval_duplicate"]
-    crawled_now = [s for s in all_stats if not s.get("resumed")]
-    busy = sum(s["seconds"] for s in crawled_now)
-    return {
-        "urls": total, "shards": len(all_stats), "shards_resumed": len(all_stats) - len(crawled_now),
-        "status": status, "top_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:20]),
-        "downloaded": downloaded, "success_ratio": status["success"] / downloaded if downloaded else 0.0,
-        "min_success_ratio": config.min_success_ratio, "image_bytes": sum(s["image_bytes"] for s in all_stats),
-        "tar_bytes": sum(s["tar_bytes"] for s in all_stats), "wall_seconds": wall_seconds,
-        "urls_per_second": sum(s["count"] for s in crawled_now) / busy if busy else None,
-        "config": {"image": asdict(config.image), "fetch": asdict(config.fetch), "shard_size": config.shard_size,
-                   "threads": config.threads},
-    }
-
-
-def report_html(report: dict) -> str:
-    rows = "".join(f"<tr><td>{k}</td><td>{v:,}</td></tr>" for k, v in report["status"].items())
-    reasons = "".join(f"<tr><td>{k}</td><td>{v:,}</td></tr>" for k, v in report["top_reasons"].items())
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>wit crawl report</title>"
-            f"<style>body{{font-family:sans-serif;margin:2em}}td{{padding:2px 12px}}</style></head><body>"
-            f"<h1>Crawl report</h1><p>{report['urls']:,} urls in {report['shards']} shards "
-            f"({report['shards_resumed']} resumed); success ratio over downloaded images "
-            f"{report['success_ratio']:.3f}</p><h2>Statuses</h2><table>{rows}</table>"
-            f"<h2>Top reasons</h2><table>{reasons}</table></body></html>")
-
-
-def finish(all_stats: list[dict], config: CrawlConfig, started: float) -> dict:
-    report = summarize(all_stats, config, time.time() - started)
+def finish(all_stats: list[dict], top_hosts: list, config: CrawlConfig, started: float) -> dict:
+    report = crawl_report.summarize(all_stats, top_hosts, config, time.time() - started)
     sizes = {f"{s['shard']:05d}.tar": s["successes"] for s in sorted(all_stats, key=lambda s: s["shard"])}
     write_text_atomic(join(config.out, "sizes.json"), json.dumps({**sizes, "__total__": sum(sizes.values())},
                                                                    indent=2) + "\n")
     write_text_atomic(join(config.out, "crawl_report.json"), json.dumps(report, indent=2) + "\n")
-    write_text_atomic(join(config.out, "crawl_report.html"), report_html(report))
+    write_text_atomic(join(config.out, "crawl_report.html"), crawl_report.html_page(report))
     if report["downloaded"] and report["success_ratio"] < config.min_success_ratio:
         raise CrawlFailed(f"success ratio {report['success_ratio']:.3f} < --min-success-ratio "
                           f"{config.min_success_ratio}: statuses {report['status']}, top reasons "
@@ -316,11 +281,17 @@ def build_pipeline(pipeline, config: CrawlConfig) -> None:
                | "GroupByHash" >> beam.GroupByKey()
                | "RepeatsAcrossShards" >> beam.FlatMap(exact_duplicates.repeats_of))
     stats = crawled.stats | "StatsByShard" >> beam.Map(lambda s: (s["shard"], s))
-    ({"stats": stats, "repeats": repeats}
-     | "JoinByShard" >> beam.CoGroupByKey()
-     | "DropRepeats" >> beam.Map(exact_duplicates.settle_shard, config.out)
+    settled = ({"stats": stats, "repeats": repeats}
+               | "JoinByShard" >> beam.CoGroupByKey()
+               | "DropRepeats" >> beam.Map(exact_duplicates.settle_shard, config.out))
+    top_hosts = (settled
+                 | "HostsOfShard" >> beam.FlatMap(lambda s, out: crawl_report.host_tally(out, s["shard"]).items(),
+                                                  config.out)
+                 | "CountHosts" >> beam.CombinePerKey(crawl_report.add_counts)
+                 | "TopHosts" >> beam.combiners.Top.Of(crawl_report.TOP_HOSTS, key=crawl_report.host_order))
+    (settled
      | "CollectStats" >> beam.combiners.ToList()
-     | "Finish" >> beam.Map(finish, config, started))
+     | "Finish" >> beam.Map(finish, beam.pvalue.AsSingleton(top_hosts), config, started))
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -34,6 +34,17 @@ def require_shared_data():
     return found
 
 
+def require_chromium() -> None:
+    """Headless Chromium for the HTML reports; a skip on a user's machine without it, a failure in CI."""
+    from wit.testing import browser
+
+    if browser.find_chromium() is None:
+        message = "chromium not installed (apt-get install chromium)"
+        if in_ci():
+            pytest.fail(message + " (CI=true: browser tests must not skip)")
+        pytest.skip(message)
+
+
 @pytest.fixture
 def shared_data():
     return require_shared_data()

@@ -46,6 +46,7 @@ def statuses(out: Path) -> dict[str, tuple[str, str]]:
 def test_every_fault_ends_in_its_status(fake_web, photos, tmp_path):
     web = fake_web
     good = [web.add(f"/ok/{i}.jpg", photos[i], "image/jpeg") for i in range(20)]
+    good[:4] = [url.replace("127.0.0.1", "localhost") for url in good[:4]]  # a second host name
     web.add("/final.jpg", photos[20], "image/jpeg")
     faults = {
         "not_found": web.add("/f/404.jpg", fault="not_found"),
@@ -91,6 +92,20 @@ def test_every_fault_ends_in_its_status(fake_web, photos, tmp_path):
     assert all(r.headers["User-Agent"].startswith("witbot/") for r in web.requests)
     report = json.loads((tmp_path / "out" / "crawl_report.json").read_text())
     assert report["urls"] == len(good) + len(faults) and (tmp_path / "out" / "_SUCCESS").exists()
+    loopback = [u for u in good + list(faults.values()) if "127.0.0.1" in u]
+    assert report["top_hosts"] == [
+        {"host": "127.0.0.1", "urls": len(loopback), "successes": sum(seen[u][0] == "success" for u in loopback),
+         "success_ratio": sum(seen[u][0] == "success" for u in loopback) / len(loopback)},
+        {"host": "localhost", "urls": 4, "successes": 4, "success_ratio": 1.0}]
+    assert report["urls_crawled_now"] == report["urls"] and report["urls_per_second"] > 0
+    from tests.conftest import require_chromium
+    from wit.testing import browser
+
+    require_chromium()
+    dom = browser.dump_dom(tmp_path / "out" / "crawl_report.html")
+    assert "<td>localhost</td><td>4</td><td>4</td><td>1.000</td>" in dom
+    assert "<td>failed_to_download</td><td>8</td>" in dom and "<td>opted_out</td><td>2</td>" in dom
+    assert f"{report['urls']} urls crawled in this run" in dom
     # opted-out images are not stored anywhere
     with tarfile.open(tmp_path / "out" / "00000.tar") as tar:
         texts = [tar.extractfile(m).read().decode() for m in tar.getmembers() if m.name.endswith(".json")]

@@ -16,9 +16,8 @@ from PIL import Image
 
 from dedup import features, quality, store, transforms
 from dedup.detect import DetectConfig, Detector
-from tests.conftest import require_shared_data
+from tests.conftest import require_chromium, require_shared_data
 from wit.testing import browser
-from wit.testing.shared_data import in_ci
 
 
 @pytest.fixture(scope="module")
@@ -222,11 +221,7 @@ def test_audit_counts_a_truncated_shard_and_rejects_a_bad_index(tmp_path, photos
 def test_report_opens_in_headless_chromium_with_table_and_thumbnails(tmp_path, photos):
     from dedup import audit
 
-    if browser.find_chromium() is None:
-        message = "chromium not installed (apt-get install chromium)"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+    require_chromium()
     _write_pool(str(tmp_path), photos[0][:4], photos[1][:2])
     store.save(quality.index_photos("imagenet-4", photos[0][:4]), str(tmp_path / "index"))
     audit.run(["--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path / "index"),

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import require_chromium
 from wit.testing import browser
-from wit.testing.shared_data import in_ci
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +48,7 @@ def test_demo_runs_every_stage_and_learns(demo):
 
 def test_demo_report_opens_in_headless_chromium(demo, tmp_path):
     out, _ = demo
-    if browser.find_chromium() is None:
-        if in_ci():
-            pytest.fail("chromium not installed (apt-get install chromium)")
-        pytest.skip("chromium not installed")
+    require_chromium()
     dom = browser.dump_dom(out / "report.html")
     assert "Zero-shot top-1" in dom and "(missing)" not in dom and "<svg" in dom
     assert 'data-images="1"' in dom and 'data-images-loaded="1"' in dom  # the balance plot, inlined

@@ -1,0 +1,115 @@
+"""The crawl report: ``crawl_report.json`` and a short HTML page (statuses, top error reasons,
+top hosts, throughput), from the shards' final stats and their status parquets."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable
+from dataclasses import asdict
+from urllib.parse import urlsplit
+
+import fsspec
+import pyarrow.parquet as pq
+
+from pipeline import shards
+
+TOP_HOSTS = 20
+
+
+def host_of(url: str | None) -> str:
+    if not url:
+        return "(no url)"
+    try:
+        return urlsplit(url).hostname or "(no host)"
+    except ValueError:
+        return "(invalid url)"
+
+
+def host_tally(out: str, shard: int) -> dict[str, tuple[int, int]]:
+    """host -> (urls, successes) of one finished shard, from its status parquet (final statuses,
+    after the run-wide duplicate pass)."""
+    with fsspec.open(shards.shard_names(out, shard)["parquet"], "rb") as handle:
+        table = pq.read_table(handle, columns=["url", "status"])
+    tally: dict[str, tuple[int, int]] = {}
+    for url, status in zip(table.column("url").to_pylist(), table.column("status").to_pylist()):
+        host = host_of(url)
+        urls, successes = tally.get(host, (0, 0))
+        tally[host] = (urls + 1, successes + (status == "success"))
+    return tally
+
+
+def add_counts(counts: Iterable[tuple[int, int]]) -> tuple[int, int]:
+    """Beam combiner: element-wise sum of (urls, successes) pairs."""
+    urls = successes = 0
+    for u, s in counts:
+        urls, successes = urls + u, successes + s
+    return urls, successes
+
+
+def host_order(item: tuple[str, tuple[int, int]]):
+    host, (urls, _) = item
+    return urls, host
+
+
+def summarize(all_stats: list[dict], top_hosts: list, config, wall_seconds: float) -> dict:
+    all_stats = sorted(all_stats, key=lambda s: s["shard"])
+    status = {name: sum(s["status"][name] for s in all_stats) for name in shards.STATUSES}
+    reasons: dict[str, int] = {}
+    for stats in all_stats:
+        for reason, count in stats["reasons"].items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    total = sum(s["count"] for s in all_stats)
+    downloaded = sum(status[name] for name in ("success", "failed_to_resize", "filtered", "duplicate",
+                                               "eval_duplicate"))
+    crawled_now = [s for s in all_stats if not s.get("resumed")]
+    busy = sum(s["seconds"] for s in crawled_now)
+    hosts = [{"host": host, "urls": urls, "successes": ok, "success_ratio": ok / urls if urls else 0.0}
+             for host, (urls, ok) in sorted(top_hosts, key=host_order, reverse=True)]
+    return {
+        "urls": total, "shards": len(all_stats), "shards_resumed": len(all_stats) - len(crawled_now),
+        "status": status, "top_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:20]),
+        "top_hosts": hosts, "cross_shard_duplicates": sum(s.get("cross_shard_duplicates", 0) for s in all_stats),
+        "downloaded": downloaded, "success_ratio": status["success"] / downloaded if downloaded else 0.0,
+        "min_success_ratio": config.min_success_ratio, "image_bytes": sum(s["image_bytes"] for s in all_stats),
+        "tar_bytes": sum(s["tar_bytes"] for s in all_stats), "wall_seconds": wall_seconds,
+        "urls_crawled_now": sum(s["count"] for s in crawled_now),
+        "urls_per_second": sum(s["count"] for s in crawled_now) / wall_seconds if wall_seconds > 0 else None,
+        "urls_per_shard_second": sum(s["count"] for s in crawled_now) / busy if busy else None,
+        "config": {"image": asdict(config.image), "fetch": asdict(config.fetch), "shard_size": config.shard_size,
+                   "threads": config.threads},
+    }
+
+
+def _table(header: tuple[str, ...], rows: Iterable[tuple]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def html_page(report: dict) -> str:
+    rate = report["urls_per_second"]
+    throughput = (f"{report['urls_crawled_now']:,} urls crawled in this run in {report['wall_seconds']:.1f} s "
+                  f"({rate:.1f} urls/s end to end" if rate else f"nothing crawled in this run ({report['wall_seconds']:.1f} s")
+    if report["urls_per_shard_second"]:
+        throughput += f"; {report['urls_per_shard_second']:.1f} urls/s per shard being crawled"
+    throughput += ")"
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>wit crawl report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 12px;text-align:left}</style></head><body>"
+        f"<h1>Crawl report</h1><p>{report['urls']:,} urls in {report['shards']} shards "
+        f"({report['shards_resumed']} resumed); success ratio over downloaded images "
+        f"{report['success_ratio']:.3f}; {report['image_bytes'] / 1e6:,.1f} MB of images</p>"
+        f"<h2>Throughput</h2><p id='throughput'>{html.escape(throughput)}</p>"
+        f"<h2>Statuses</h2>{_table(('status', 'urls'), report['status'].items())}"
+        f"<h2>Top reasons</h2>{_table(('reason', 'urls'), report['top_reasons'].items())}"
+        f"<h2>Top hosts</h2>"
+        f"{_table(('host', 'urls', 'successes', 'success ratio'), (tuple(h.values()) for h in report['top_hosts']))}"
+        "</body></html>")
