@@ -55,12 +55,17 @@ def written_hashes(out: str, shard: int) -> Iterator[tuple[str, str]]:
             yield digest, key
 
 
+def key_order(key: str) -> tuple[int, str]:
+    """Keys are ``{shard:05d}{row:04d}``: from shard 100000 on they are longer, and later."""
+    return len(key), key
+
+
 def repeats_of(group: tuple[str, Iterable[str]]) -> Iterator[tuple[int, tuple[str, str]]]:
     """``(shard, (key, keeper))`` for every key of a hash group but the smallest."""
     _, keys = group
-    keeper, *others = sorted(keys)
+    keeper, *others = sorted(keys, key=key_order)
     for key in others:
-        yield int(key[:5]), (key, keeper)
+        yield int(key[:-4]), (key, keeper)
 
 
 def filter_tar(data: bytes, drop: set[str]) -> tuple[bytes, int]:

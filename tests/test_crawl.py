@@ -250,6 +250,15 @@ def test_exact_duplicates_across_the_run_keep_the_smallest_key(fake_web, photos,
     assert {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("crawl_report")} == files
 
 
+def test_repeats_across_shards_beyond_shard_99999():
+    from pipeline.exact_duplicates import repeats_of
+
+    keys = ["1000000003", "999990001", "000120005", "1234560000"]  # shards 100000, 99999, 12, 123456
+    assert sorted(repeats_of(("digest", keys))) == [
+        (99999, ("999990001", "000120005")), (100000, ("1000000003", "000120005")),
+        (123456, ("1234560000", "000120005"))]
+
+
 def test_shards_read_by_webdataset_and_openclip(fake_web, photos, tmp_path):
     urls = [fake_web.add(f"/img/{i}.jpg", photos[i], "image/jpeg") for i in range(30)]
     path = write_urls(tmp_path / "urls.parquet", urls)

@@ -245,7 +245,7 @@ class TextTransformer(nn.Module):
         self.transformer = Transformer(config.width, config.layers, config.heads, config.mlp_ratio)
         self.ln_final = LayerNorm(config.width)
         self.text_projection = nn.Parameter(torch.empty(config.width, output_dim))
-        self.chunk_tokens = 256
+        self.chunk_tokens: int | None = None  # None: by device (see forward)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
         nn.init.normal_(self.text_projection, std=config.width ** -0.5)
@@ -257,14 +257,21 @@ class TextTransformer(nn.Module):
         x = self.transformer(x, causal=True)
         return self.ln_final(x[torch.arange(x.shape[0], device=x.device), end]) @ self.text_projection
 
+    #: Token rows per chunk when ``chunk_tokens`` is None: on CPU 128-512 measured alike; on GPUs
+    #: larger chunks keep the kernels busy (not measured here).
+    DEFAULT_CHUNK_TOKENS = {"cpu": 256, "cuda": 4096}
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         end = tokens.argmax(dim=-1)
-        if self.chunk_tokens <= 0 or torch.compiler.is_compiling():
+        chunk_tokens = self.chunk_tokens
+        if chunk_tokens is None:
+            chunk_tokens = self.DEFAULT_CHUNK_TOKENS.get(tokens.device.type, 4096)
+        if chunk_tokens <= 0 or torch.compiler.is_compiling():
             return self.encode(tokens, end)
         order = torch.argsort(end, descending=True, stable=True)
         lengths = (end[order] + 1).tolist()
         features = []
-        for start, stop in length_chunks(lengths, self.chunk_tokens):
+        for start, stop in length_chunks(lengths, chunk_tokens):
             rows = order[start:stop]
             features.append(self.encode(tokens[rows, : lengths[start]], end[rows]))
         return torch.cat(features)[torch.argsort(order)]
@@ -280,8 +287,9 @@ class CLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(config.init_logit_scale)))
         self.set_grad_checkpointing(config.grad_checkpointing)
 
-    def set_text_chunk_tokens(self, tokens: int) -> None:
-        """Token rows per text chunk (:class:`TextTransformer`); 0 runs every caption at full context."""
+    def set_text_chunk_tokens(self, tokens: int | None) -> None:
+        """Token rows per text chunk (:class:`TextTransformer`); 0 runs every caption at full
+        context; None picks by device."""
         self.text.chunk_tokens = tokens
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:

@@ -155,8 +155,7 @@ class Run:
         torch.manual_seed(config.seed)
         self.tokenizer = load_tokenizer(config.tokenizer)
         self.model = build_model(config.model, self.tokenizer, config.grad_checkpointing).to(self.device)
-        chunk = config.text_chunk_tokens
-        self.model.set_text_chunk_tokens((4096 if self.device.type == "cuda" else 256) if chunk is None else chunk)
+        self.model.set_text_chunk_tokens(config.text_chunk_tokens)
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay), lr=config.lr,
                                            betas=(config.beta1, config.beta2), eps=config.eps, fused=True)
         shards = data_module.resolve_shards(config.train_data)
