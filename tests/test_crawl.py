@@ -293,13 +293,17 @@ def test_shards_read_by_webdataset_and_openclip(fake_web, photos, tmp_path):
 
 def test_gcs_output(fake_web, photos, tmp_path, gcs_bucket):
     urls = [fake_web.add(f"/img/{i}.jpg", photos[i], "image/jpeg") for i in range(12)]
+    urls.append(fake_web.add("/copy.jpg", photos[0], "image/jpeg"))  # in shard 2: a repeat of shard 0's
     path = write_urls(tmp_path / "urls.parquet", urls)
     out = f"{gcs_bucket}/shards"
     assert crawl.run(["--urls", path, "--out", out, "--allow-private-addresses", "--shard-size", "6", *FAST]) == 0
     fs, _ = fsspec.core.url_to_fs(out)
-    assert fs.exists(f"{out}/_SUCCESS") and len(read_back(out)) == 12 * 3
+    assert fs.exists(f"{out}/_SUCCESS") and len(read_back(out)) == 12 * 3  # shard 2 rewritten without it
     with fs.open(f"{out}/sizes.json", "rt") as handle:
-        assert json.load(handle)["__total__"] == 12
+        assert json.load(handle) == {"00000.tar": 6, "00001.tar": 6, "00002.tar": 0, "__total__": 12}
+    with fs.open(f"{out}/00002.parquet", "rb") as handle:
+        assert pq.read_table(handle).to_pylist()[0]["error_message"] == "same sha256: kept at key 000000000"
+    assert fs.exists(f"{out}/00002_stats.json")
 
 
 def test_success_ratio_alarm_fails_the_job(fake_web, tmp_path):
