@@ -8,9 +8,6 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from urllib.parse import urlsplit
 
-import fsspec
-import pyarrow.parquet as pq
-
 from pipeline import shards
 
 TOP_HOSTS = 20
@@ -28,10 +25,9 @@ def host_of(url: str | None) -> str:
 def host_tally(out: str, shard: int) -> dict[str, tuple[int, int]]:
     """host -> (urls, successes) of one finished shard, from its status parquet (final statuses,
     after the run-wide duplicate pass)."""
-    with fsspec.open(shards.shard_names(out, shard)["parquet"], "rb") as handle:
-        table = pq.read_table(handle, columns=["url", "status"])
+    table = shards.read_status(out, shard, ["url", "status"])
     tally: dict[str, tuple[int, int]] = {}
-    for url, status in zip(table.column("url").to_pylist(), table.column("status").to_pylist()):
+    for url, status in zip(table["url"], table["status"]):
         host = host_of(url)
         urls, successes = tally.get(host, (0, 0))
         tally[host] = (urls + 1, successes + (status == "success"))

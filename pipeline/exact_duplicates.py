@@ -19,7 +19,6 @@ import tarfile
 from collections.abc import Iterable, Iterator
 
 import fsspec
-import pyarrow.parquet as pq
 
 from pipeline import shards
 from wit.storage import write_bytes_atomic, write_text_atomic
@@ -48,9 +47,8 @@ def success_hashes(samples: Iterable[shards.Sample]) -> Iterator[tuple[str, str]
 
 def written_hashes(out: str, shard: int) -> Iterator[tuple[str, str]]:
     """``(sha256, key)`` of the successes of a shard written earlier (read from its parquet)."""
-    with fsspec.open(shards.shard_names(out, shard)["parquet"], "rb") as handle:
-        table = pq.read_table(handle, columns=["key", "status", "sha256"])
-    for key, status, digest in zip(*(table.column(name).to_pylist() for name in ("key", "status", "sha256"))):
+    table = shards.read_status(out, shard, ["key", "status", "sha256"])
+    for key, status, digest in zip(table["key"], table["status"], table["sha256"]):
         if status == "success" and digest:
             yield digest, key
 
@@ -92,8 +90,8 @@ def drop_repeats(out: str, shard: int, repeats: dict[str, str]) -> dict:
     fs, stats_path = fsspec.core.url_to_fs(names["stats"])
     if fs.exists(stats_path):
         fs.rm(stats_path)  # unfinished from here until the new stats are written
-    with fsspec.open(names["parquet"], "rb") as handle:
-        rows = pq.read_table(handle).to_pylist()
+    table = shards.read_status(out, shard)
+    rows = [dict(zip(table, values)) for values in zip(*table.values())]
     for row in rows:
         if row["key"] in repeats and row["status"] == "success":
             row["status"], row["error_message"] = "duplicate", reason(repeats[row["key"]])

@@ -89,6 +89,14 @@ def build_status_table(samples: list[Sample]) -> bytes:
     return status_parquet(rows)
 
 
+def read_status(out: str, shard: int, columns: list[str] | None = None) -> dict[str, list]:
+    """A written shard's status parquet, column name -> values (one per input url, key order)."""
+    import fsspec
+
+    with fsspec.open(shard_names(out, shard)["parquet"], "rb") as handle:
+        return pq.read_table(handle, columns=columns).to_pydict()
+
+
 def status_parquet(rows: list[dict]) -> bytes:
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=STATUS_SCHEMA), buffer, compression="zstd")

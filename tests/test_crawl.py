@@ -19,6 +19,8 @@ import pytest
 
 from pipeline import crawl
 from pipeline.fetch import FetchConfig, Fetcher, robots_opt_out
+from tests.conftest import require_chromium
+from wit.testing import browser
 
 FAST = ["--timeout", "2", "--retries", "2", "--per-host-connections", "64", "--threads-per-worker", "16"]
 
@@ -98,9 +100,6 @@ def test_every_fault_ends_in_its_status(fake_web, photos, tmp_path):
          "success_ratio": sum(seen[u][0] == "success" for u in loopback) / len(loopback)},
         {"host": "localhost", "urls": 4, "successes": 4, "success_ratio": 1.0}]
     assert report["urls_crawled_now"] == report["urls"] and report["urls_per_second"] > 0
-    from tests.conftest import require_chromium
-    from wit.testing import browser
-
     require_chromium()
     dom = browser.dump_dom(tmp_path / "out" / "crawl_report.html")
     assert "<td>localhost</td><td>4</td><td>4</td><td>1.000</td>" in dom
