@@ -75,6 +75,14 @@ def test_matching_rules():
     texts = ["A hot dog in St. Louis", "dogs", "Hot dog", "hot dog dog"]
     assert [sorted(ids) for ids in aliased.match_many([spaced_form(t) for t in texts])] == \
         [aliased.match(t) for t in texts]
+    # the automaton scans UTF-8 bytes: a match is still a whole-character, whole-token one; entries
+    # that normalise to nothing hold no key (the ids after them still come out right)
+    wide = Matcher(["", "Café", "café", "東京", "東", "Zürich (city)", "  ", "\ud800 x"])
+    assert wide.match("Café in 東京 and Zürich (city)") == [1, 3, 5]
+    assert wide.match("Cafés 東京タワー") == []
+    assert wide.match("a \ud800 x, b") == [7]  # a lone surrogate (a JSON escape) neither fails nor matches wrongly
+    assert [sorted(ids) for ids in wide.match_many([spaced_form("café 東"), "  "])] == [[2, 4], []]
+    assert Matcher(["", " "]).match("anything") == []
 
 
 def test_entry_counts_combiner_across_bundles_and_flushes(monkeypatch):

@@ -36,7 +36,7 @@ PACKAGES = {
     "imagededup": "imagededup",
     "gcsfs": "gcsfs",
     "pyarrow": "pyarrow",
-    "pyahocorasick": "ahocorasick",
+    "ahocorasick-rs": "ahocorasick_rs",
 }
 
 INSTALL_FIX = "run `make install` (or `pip install -c constraints.txt -e .`) in the wit checkout"
