@@ -4,7 +4,8 @@ Input: ``urls/part-*.parquet`` from ``wit curate`` or any img2dataset-style url 
 csv, tsv, jsonl with ``url`` and ``caption`` columns). Each input file is cut into shards of
 ``--shard-size`` rows in file order, so shard numbers derive from the input alone. Each shard is
 one work item: its urls are fetched by ``--threads-per-worker`` threads through one
-:class:`pipeline.fetch.Fetcher` per worker, decoded and resized by :mod:`pipeline.images`, and
+:class:`pipeline.fetch.Fetcher` per worker, decoded and resized by :mod:`pipeline.images` by at
+most ``--image-threads`` of them at a time (the CPU work; the rest keep downloading), and
 written by :mod:`pipeline.shards` (temporary name, then rename; stats last). Exact duplicates
 (same bytes) are dropped within each shard as it is written and then across shards
 (:mod:`pipeline.exact_duplicates`). A re-run skips finished shards, so a killed job re-run ends
@@ -22,7 +23,7 @@ Dataflow:
     python -m pipeline.crawl --urls 'gs://BUCKET/curated/urls/*.parquet' --out gs://BUCKET/shards \\
         --runner DataflowRunner --project PROJECT --region us-central1 \\
         --temp_location gs://BUCKET/tmp --setup_file ./setup.py \\
-        --machine_type n2-highcpu-8 --max_num_workers 100 --experiments=no_use_multiple_sdk_containers
+        --machine_type n2-highcpu-8 --max_num_workers 100
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import apache_beam as beam
@@ -43,7 +47,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline import crawl_report, exact_duplicates, images, shards
 from pipeline.fetch import FetchConfig, Fetcher
 from query_list.sources import expand
-from wit.beam import TolerantParser, run_job
+from wit.beam import TolerantParser, freeze_long_lived, run_job, worker_processes_per_machine
 from wit.storage import join, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,8 @@ class CrawlConfig:
     caption_col: str = "caption"
     shard_size: int = 1000
     threads: int = 32
+    image_threads: int = 0  # of those, how many decode/resize at once; 0 = its share of the cores
+    worker_processes: int = 1  # worker processes per machine (set from the runner options; 0 = one per core)
     fetch: FetchConfig = field(default_factory=FetchConfig)
     image: images.ImageConfig = field(default_factory=images.ImageConfig)
     min_success_ratio: float = 0.0
@@ -72,6 +78,8 @@ class CrawlConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.shard_size <= MAX_SHARD_SIZE:
             raise ValueError(f"--shard-size must be between 1 and {MAX_SHARD_SIZE}")
+        if self.threads < 1 or self.image_threads < 0:
+            raise ValueError("--threads-per-worker must be at least 1 and --image-threads at least 0")
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--encode-quality", type=int, default=95)
     parser.add_argument("--min-image-size", type=int, default=0)
     parser.add_argument("--max-aspect-ratio", type=float, default=float("inf"))
-    parser.add_argument("--threads-per-worker", type=int, default=32)
+    parser.add_argument("--threads-per-worker", type=int, default=32, help="downloads in flight per worker")
+    parser.add_argument("--image-threads", type=int, default=0,
+                        help="of those threads, how many decode and resize at once (0: the worker's CPU cores)")
     parser.add_argument("--per-host-connections", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=10.0, help="total seconds per image")
     parser.add_argument("--max-bytes", type=int, default=20_000_000)
@@ -120,7 +130,7 @@ class CrawlOptions(PipelineOptions):
 def config_from_args(args: argparse.Namespace) -> CrawlConfig:
     return CrawlConfig(
         urls=args.urls or [], out=args.out, url_col=args.url_col, caption_col=args.caption_col,
-        shard_size=args.shard_size, threads=args.threads_per_worker,
+        shard_size=args.shard_size, threads=args.threads_per_worker, image_threads=args.image_threads,
         fetch=FetchConfig(timeout=args.timeout, max_bytes=args.max_bytes, retries=args.retries,
                           per_host=args.per_host_connections, robots=args.robots,
                           allow_private=args.allow_private_addresses),
@@ -182,7 +192,20 @@ def shard_rows(task: ShardTask, config: CrawlConfig) -> list[dict]:
 
 
 # -- one shard -------------------------------------------------------------------------------------
-def crawl_one(fetcher: Fetcher, key: str, row: dict, config: CrawlConfig, detector=None) -> shards.Sample:
+def image_threads(config: CrawlConfig, cores: int | None = None) -> int:
+    """Threads of a worker that decode and resize at once: ``--image-threads``, or else the
+    worker's share of the machine's cores (at least one)."""
+    if config.image_threads:
+        return config.image_threads
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // (config.worker_processes or cores))
+
+
+def crawl_one(fetcher: Fetcher, key: str, row: dict, config: CrawlConfig, detector=None,
+              cpu_slot=nullcontext()) -> shards.Sample:
+    """One url -> its sample. The image work runs inside ``cpu_slot`` (a semaphore shared by the
+    worker's download threads): the downloads stay many, the CPU-bound decoding stays at about
+    one thread per core instead of every thread contending for the cores and the GIL."""
     url, caption = row["url"], row["caption"]
     base = dict(key=key, url=url if isinstance(url, str) else "", caption=caption, uid=row.get("uid"),
                 entry_ids=row.get("entry_ids"))
@@ -193,14 +216,16 @@ def crawl_one(fetcher: Fetcher, key: str, row: dict, config: CrawlConfig, detect
     if fetched.status != "ok":
         status = {"failed": "failed_to_download"}.get(fetched.status, fetched.status)
         return shards.Sample(status=status, error_message=fetched.reason, **base)
-    result = images.process(fetched.data, config.image)
-    if detector is not None and result.status == "success":
-        duplicate = next((m for m in detector.match(result.data) if m.is_duplicate), None)
-        if duplicate is not None:
-            found = detector.describe(duplicate)
-            return shards.Sample(status="eval_duplicate", sha256=result.sha256 or None, phash=result.phash or None,
-                                 error_message=f"near-duplicate of {found['eval_set']}/{found['eval_id']} "
-                                               f"(score {found['score']})", **base)
+    with cpu_slot:
+        result = images.process(fetched.data, config.image)
+        duplicate = None
+        if detector is not None and result.status == "success":
+            duplicate = next((m for m in detector.match(result.data) if m.is_duplicate), None)
+    if duplicate is not None:
+        found = detector.describe(duplicate)
+        return shards.Sample(status="eval_duplicate", sha256=result.sha256 or None, phash=result.phash or None,
+                             error_message=f"near-duplicate of {found['eval_set']}/{found['eval_id']} "
+                                           f"(score {found['score']})", **base)
     return shards.Sample(status=result.status, error_message=result.reason, image=result.data, width=result.width or None,
                          height=result.height or None, original_width=result.original_width or None,
                          original_height=result.original_height or None, sha256=result.sha256 or None,
@@ -215,8 +240,10 @@ class CrawlShardFn(beam.DoFn):
         import cv2
 
         cv2.setNumThreads(1)  # the download threads are the parallelism
+        freeze_long_lived()
         self.fetcher = Fetcher(self.config.fetch)
         self.pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="wit-crawl")
+        self.cpu_slots = threading.BoundedSemaphore(image_threads(self.config))
 
     def teardown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -238,7 +265,8 @@ class CrawlShardFn(beam.DoFn):
         started = time.monotonic()
         rows = shard_rows(task, self.config)
         keys = [f"{task.shard:05d}{index:04d}" for index in range(len(rows))]
-        samples = list(self.pool.map(lambda kr: crawl_one(self.fetcher, kr[0], kr[1], self.config, detector),
+        samples = list(self.pool.map(lambda kr: crawl_one(self.fetcher, kr[0], kr[1], self.config, detector,
+                                                               self.cpu_slots),
                                      zip(keys, rows)))
         exact_duplicates.mark_in_shard(samples)
         stats = shards.write_shard(self.config.out, task.shard, samples, self.config.image.encode_format)
@@ -264,6 +292,7 @@ def finish(all_stats: list[dict], top_hosts: list, config: CrawlConfig, started:
 
 
 def build_pipeline(pipeline, config: CrawlConfig) -> None:
+    config = replace(config, worker_processes=worker_processes_per_machine(pipeline.options))
     tasks = plan_shards(expand(config.urls), config.shard_size)
     started = time.time()
     side = []

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -164,6 +165,48 @@ def test_connections_go_to_the_address_that_was_checked(fake_web, photos):
         f"http://images.example:{port}/pin.jpg")
     assert fetched.status == "failed" and answers == ["images.example"] * 2
     assert len(fake_web.requests_for("/pin.jpg")) == 1  # the second fetch never reached loopback
+
+
+def test_image_work_is_gated_to_the_workers_share_of_the_cores(fake_web, photos, tmp_path, monkeypatch):
+    """Many downloads in flight, few decodes at once: at most --image-threads threads are inside
+    the image work at any moment, and every url still gets its status."""
+    config = crawl.CrawlConfig(urls=[], out=str(tmp_path), threads=16)
+    assert crawl.image_threads(config, cores=8) == 8  # one worker process on the machine
+    assert crawl.image_threads(crawl.CrawlConfig(urls=[], out="", worker_processes=2), cores=2) == 1
+    assert crawl.image_threads(crawl.CrawlConfig(urls=[], out="", worker_processes=0), cores=8) == 1  # one per core
+    assert crawl.image_threads(crawl.CrawlConfig(urls=[], out="", worker_processes=0, image_threads=3), cores=8) == 3
+    with pytest.raises(ValueError, match="image-threads"):
+        crawl.CrawlConfig(urls=[], out="", image_threads=-1)
+
+    urls = [fake_web.add(f"/gate/{i}.jpg", photos[i], "image/jpeg") for i in range(40)]
+    inside, most = [0], [0]
+    lock = threading.Lock()
+    real = crawl.images.process
+
+    def counting(data, image_config):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            time.sleep(0.005)  # long enough for the other threads to pile up at the gate
+            return real(data, image_config)
+        finally:
+            with lock:
+                inside[0] -= 1
+    monkeypatch.setattr(crawl.images, "process", counting)
+    for slots in (1, 3):
+        path = write_urls(tmp_path / f"gate{slots}.parquet", urls)
+        out = tmp_path / f"out{slots}"
+        config = crawl.CrawlConfig(urls=[path], out=str(out), threads=16, image_threads=slots,
+                                   fetch=FetchConfig(allow_private=True, robots=False, timeout=5, per_host=64))
+        fn = crawl.CrawlShardFn(config)
+        fn.setup()
+        try:
+            most[0] = 0
+            stats = next(iter(fn.process(crawl.plan_shards([path], 1000)[0])))
+        finally:
+            fn.teardown()
+        assert most[0] == slots and stats["successes"] == 40
 
 
 def test_x_robots_tag_parsing():

