@@ -104,7 +104,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-aspect-ratio", type=float, default=float("inf"))
     parser.add_argument("--threads-per-worker", type=int, default=32, help="downloads in flight per worker")
     parser.add_argument("--image-threads", type=int, default=0,
-                        help="of those threads, how many decode and resize at once (0: the worker's CPU cores)")
+                        help="of those threads, how many decode and resize at once (0: the worker process's "
+                             "share of the machine's cores)")
     parser.add_argument("--per-host-connections", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=10.0, help="total seconds per image")
     parser.add_argument("--max-bytes", type=int, default=20_000_000)
