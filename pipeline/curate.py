@@ -204,10 +204,13 @@ class MatchFn(beam.DoFn):
         self.matcher: Matcher | None = None
 
     def setup(self) -> None:
-        self.matcher = Matcher(load_entries(self.queries))
+        self.matcher = self.build_matcher()
         # CPU time spent matching, as Beam metrics: the stage's own rate, apart from the runner.
         self.busy_us = beam.metrics.Metrics.counter("wit.curate", "match_busy_us")
         self.scanned = beam.metrics.Metrics.counter("wit.curate", "match_captions")
+
+    def build_matcher(self) -> Matcher:
+        return Matcher(load_entries(self.queries))
 
     def start_bundle(self) -> None:
         self.matched = self.unmatched = 0
