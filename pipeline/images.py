@@ -6,8 +6,11 @@ work with the same results (OpenCV decode, alpha matted onto white, ``INTER_AREA
 and ``INTER_LANCZOS4`` to enlarge, ``border`` padding in white, JPEG at the given quality) and
 adds what a crawl at scale needs:
 
-- the pixel count is read from the header (Pillow, no decode) and decompression bombs are
-  refused before any pixel is decoded;
+- the pixel count is read from the header (JPEG frame headers by hand, 4 us instead of Pillow's
+  ~0.3 ms; other formats by Pillow; no pixel decoded) and decompression bombs are refused
+  before any pixel is decoded;
+- JPEGs are shown as their EXIF orientation says, as browsers show them (img2dataset's decode
+  ignores it and stores such photos on their side), and their sizes are the displayed ones;
 - JPEGs much larger than the target are decoded at 1/2, 1/4 or 1/8 scale (libjpeg's reduced
   decoding), never below the size the resize needs;
 - animated images are filtered;
@@ -60,14 +63,23 @@ class Processed:
 
 
 def _reduced_flag(width: int, height: int, config: ImageConfig) -> tuple[int, int]:
-    """The cv2 decode flag and factor: the largest 1/2^k keeping the needed side >= target."""
+    """A JPEG's cv2 decode flag and factor: the largest 1/2^k keeping the needed side >= target.
+    Every one of these flags turns the image as its EXIF orientation says (``IMREAD_UNCHANGED``,
+    which would not, is never used for JPEGs)."""
     if config.resize_mode == "no":
-        return cv2.IMREAD_UNCHANGED, 1
+        return cv2.IMREAD_COLOR, 1
     needed = max(width, height) if config.resize_mode == "border" else min(width, height)
     for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)):
         if needed // factor >= config.image_size * 1.25:  # a 25% margin: INTER_AREA does the rest
             return flag, factor
-    return cv2.IMREAD_UNCHANGED, 1
+    return cv2.IMREAD_COLOR, 1
+
+
+def quarter_turned(shape: tuple[int, int], width: int, height: int, factor: int) -> bool:
+    """Whether a decoded JPEG of header size ``width`` x ``height`` came out turned a quarter
+    (EXIF orientations 5 to 8) at decode scale ``1/factor`` (libjpeg rounds scaled sides up)."""
+    upright = (-(-height // factor), -(-width // factor))
+    return tuple(shape) != upright and tuple(shape) == upright[::-1]
 
 
 def phash(image: np.ndarray) -> str:
@@ -118,21 +130,63 @@ def _resize(img: np.ndarray, config: ImageConfig, width: int, height: int) -> np
     return img
 
 
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a baseline or progressive JPEG's frame header, walking the marker
+    segments that precede it (tens of microseconds where opening it with Pillow takes ~0.2 ms);
+    None when ``data`` is not such a JPEG or its header is unusual (the caller asks Pillow)."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    at, end = 2, len(data)
+    while at + 4 <= end:
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # segments without a length
+            at += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image or scan data before any frame header
+            return None
+        length = int.from_bytes(data[at + 2:at + 4], "big")
+        if marker in _SOF_MARKERS:
+            if length < 8 or at + 9 > end:
+                return None
+            height = int.from_bytes(data[at + 5:at + 7], "big")
+            width = int.from_bytes(data[at + 7:at + 9], "big")
+            return (width, height) if width and height else None  # height 0: defined later (DNL)
+        if length < 2:
+            return None
+        at += 2 + length
+    return None
+
+
+def read_header(data: bytes) -> tuple[int, int, int, str]:
+    """``(width, height, frames, format)`` without decoding pixels: JPEGs by :func:`jpeg_size`,
+    anything else (and odd JPEGs) by Pillow. Raises what Pillow raises for undecodable data."""
+    size = jpeg_size(data)
+    if size is not None:
+        return size[0], size[1], 1, "JPEG"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        header = Image.open(io.BytesIO(data))
+        return header.size[0], header.size[1], getattr(header, "n_frames", 1), header.format
+
+
 def process(data: bytes, config: ImageConfig) -> Processed:
     digest = hashlib.sha256(data).hexdigest()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            header = Image.open(io.BytesIO(data))
-            width, height = header.size
-            frames = getattr(header, "n_frames", 1)
-            kind = header.format
+        width, height, frames, kind = read_header(data)
     except Image.DecompressionBombError:
         return Processed("filtered", "decompression bomb (pixel count)", sha256=digest)
     except Exception as exc:
         return Processed("failed_to_resize", f"undecodable: {type(exc).__name__}", sha256=digest)
     if width * height > config.max_pixels:
-        return Processed("filtered", f"too many pixels ({width}x{height})", sha256=digest)
+        return Processed("filtered", f"decompression bomb ({width}x{height} pixels)", sha256=digest)
     if frames > 1:
         return Processed("filtered", "animated", sha256=digest, original_width=width, original_height=height)
     if min(width, height) < config.min_image_size:
@@ -140,10 +194,12 @@ def process(data: bytes, config: ImageConfig) -> Processed:
     if max(width, height) / max(1, min(width, height)) > config.max_aspect_ratio:
         return Processed("filtered", "aspect ratio too large", sha256=digest, original_width=width,
                          original_height=height)
-    flag, _ = _reduced_flag(width, height, config) if kind == "JPEG" else (cv2.IMREAD_UNCHANGED, 1)
+    flag, factor = _reduced_flag(width, height, config) if kind == "JPEG" else (cv2.IMREAD_UNCHANGED, 1)
     img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if img is None:
         return Processed("failed_to_resize", "undecodable by OpenCV", sha256=digest)
+    if kind == "JPEG" and quarter_turned(img.shape[:2], width, height, factor):
+        width, height = height, width  # EXIF orientation turned it: sizes as it is displayed
     if img.dtype != np.uint8:
         img = cv2.convertScaleAbs(img, alpha=255.0 / 65535.0)
     if img.ndim == 2:

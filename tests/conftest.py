@@ -3,7 +3,8 @@
 - ``fake_web``: a loopback HTTP server with fault modes (:mod:`wit.testing.fakeweb`).
 - ``gcs`` / ``gcs_bucket``: the GCS emulator (one per session) and a fresh ``gs://`` prefix.
 - ``beam_options``: local pipeline options with Beam's Python FnApiRunner pinned.
-- ``shared_data``: the real public data folder; skips when absent, fails under ``CI=true``.
+- ``shared_data``: the real public data folder; skips when absent, fails under ``CI=true``;
+  ``photos``: 60 real JPEG photos from it.
 - ``ddp``: run a module-level function in 2 gloo processes and get each rank's result.
 """
 
@@ -48,6 +49,13 @@ def require_chromium() -> None:
 @pytest.fixture
 def shared_data():
     return require_shared_data()
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[bytes]:
+    """60 real JPEG photos (ImageNet sample) from the shared data folder, as bytes."""
+    folder = require_shared_data() / "images/photos/imagenet_sample"
+    return [p.read_bytes() for p in sorted(folder.glob("*.JPEG"))[:60]]
 
 
 @pytest.fixture

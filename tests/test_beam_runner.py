@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
+
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -67,3 +73,116 @@ def test_run_job_freezes_the_imported_objects_out_of_the_collector():
         assert id(beam.Map) not in tracked  # the frozen generation is outside the collector's lists
     finally:
         gc.unfreeze()
+
+
+# -- multi-process workers forked from the zygote (wit.beam_local) ----------------------------------
+JOB = """
+import json, os, sys, threading, time
+import apache_beam as beam
+from wit.beam import local_options, make_pipeline
+
+LAUNCHER_TOKEN = "launcher-state"  # a forked worker sees the launcher's objects; a fresh interpreter does not
+mode, out = sys.argv[1], sys.argv[2]
+if mode == "threads":  # a thread in the launcher: forking is unsafe, workers start as Beam starts them
+    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+
+def visit(x):
+    if mode == "fail":
+        raise ValueError("boom in a worker")
+    if mode == "hang":
+        open(os.path.join(out, f"{os.getpid()}.pid"), "w").write(str(os.getppid()))
+        time.sleep(600)
+    return (x % 4, (os.getpid(), os.getppid(), getattr(sys.modules["__main__"], "LAUNCHER_TOKEN", None)))
+
+pipeline = make_pipeline(local_options(num_workers=2, running_mode="multi_processing"))
+_ = (pipeline | beam.Create(list(range(40))) | beam.Reshuffle() | beam.Map(visit) | beam.GroupByKey()
+     | beam.Map(lambda kv: (kv[0], sorted(set(kv[1])))) | beam.combiners.ToList()
+     | beam.Map(lambda rows: open(os.path.join(out, "result.json"), "w").write(json.dumps(rows))))
+try:
+    pipeline.run().wait_until_finish()
+    error = None
+except Exception as exc:
+    error = repr(exc)
+try:
+    os.waitpid(-1, os.WNOHANG)
+    children_left = True
+except ChildProcessError:
+    children_left = False
+zygotes = [n for n in os.listdir(os.environ.get("TMPDIR", "/tmp")) if n.startswith("wit-zygote-")]
+json.dump({"launcher": os.getpid(), "error": error, "children_left": children_left, "zygote_dirs": zygotes},
+          open(os.path.join(out, "launcher.json"), "w"))
+"""
+
+
+def run_job_script(tmp_path, mode: str, timeout: float = 240) -> tuple[dict, list]:
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    result = subprocess.run([sys.executable, str(script), mode, str(tmp_path)], capture_output=True, text=True,
+                            timeout=timeout, env={**os.environ, "TMPDIR": str(tmp), "WIT_QUIET": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    launcher = json.loads((tmp_path / "launcher.json").read_text())
+    rows = json.loads((tmp_path / "result.json").read_text()) if (tmp_path / "result.json").exists() else []
+    return launcher, rows
+
+
+def test_multi_process_workers_are_forked_from_the_warm_launcher(tmp_path):
+    launcher, rows = run_job_script(tmp_path, "ok")
+    assert launcher["error"] is None and sorted(key for key, _ in rows) == [0, 1, 2, 3]
+    workers = {tuple(w[:2]) for _, seen in rows for w in seen}
+    assert all(token == "launcher-state" for _, seen in rows for *_, token in seen)  # the launcher's objects
+    parents = {parent for _, parent in workers}
+    assert len(parents) == 1 and launcher["launcher"] not in parents  # one zygote forked them all
+    assert not launcher["children_left"] and launcher["zygote_dirs"] == []  # zygote reaped, socket folder gone
+
+
+def test_workers_start_as_fresh_interpreters_when_the_launcher_runs_threads(tmp_path):
+    launcher, rows = run_job_script(tmp_path, "threads")
+    assert launcher["error"] is None and sorted(key for key, _ in rows) == [0, 1, 2, 3]
+    assert all(token is None for _, seen in rows for *_, token in seen)  # Beam's own worker start
+    assert not launcher["children_left"]
+
+
+def test_a_failing_worker_fails_the_job_and_leaves_no_process(tmp_path):
+    launcher, rows = run_job_script(tmp_path, "fail")
+    assert "boom in a worker" in launcher["error"] and rows == []
+    assert not launcher["children_left"] and launcher["zygote_dirs"] == []
+
+
+def test_a_killed_launcher_takes_its_zygote_and_workers_with_it(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    job = subprocess.Popen([sys.executable, str(script), "hang", str(tmp_path)], env={**os.environ, "WIT_QUIET": "1"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("*.pid"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = [int(p.stem) for p in tmp_path.glob("*.pid")]
+        zygote = int(next(tmp_path.glob("*.pid")).read_text())
+        assert len(workers) == 2 and all(alive(pid) for pid in [*workers, zygote])
+    finally:
+        job.kill()
+        job.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in [*workers, zygote]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in [*workers, zygote])
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_worker_command_becomes_beams_own_worker_when_the_zygote_is_gone(tmp_path):
+    from wit.beam_local import CLIENT
+
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", CLIENT, str(tmp_path / "no-such.sock")],
+                            capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert result.returncode != 0 and "sdk_worker_main" in result.stderr  # exec'd Beam's worker, which needs a runner

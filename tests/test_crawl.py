@@ -26,14 +26,6 @@ from wit.testing import browser
 FAST = ["--timeout", "2", "--retries", "2", "--per-host-connections", "64", "--threads-per-worker", "16"]
 
 
-@pytest.fixture(scope="module")
-def photos():
-    from tests.conftest import require_shared_data
-
-    folder = require_shared_data() / "images/photos/imagenet_sample"
-    return [p.read_bytes() for p in sorted(folder.glob("*.JPEG"))[:60]]
-
-
 def write_urls(path: Path, urls: list[str]) -> str:
     pq.write_table(pa.table({"url": urls, "caption": [f"caption {i}" for i in range(len(urls))],
                              "uid": [f"u{i}" for i in range(len(urls))],
@@ -367,52 +359,6 @@ def test_multi_process_workers_run_the_module_entry_point(fake_web, photos, tmp_
                             env={**os.environ, "WIT_QUIET": "1"}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "sizes.json").read_text())["__total__"] == 8
-
-
-def test_images_match_img2dataset_output_format_and_quality(photos):
-    """Our resize/encode keeps img2dataset's output: same sizes, same look (PSNR), same format."""
-    import cv2
-    import numpy as np
-    from img2dataset.resizer import Resizer
-
-    from pipeline.images import ImageConfig, process
-
-    for mode in ("border", "keep_ratio", "center_crop"):
-        theirs = Resizer(128, mode, False, encode_quality=95)
-        scores = []
-        for data in photos[:20]:
-            expected, width, height, original_width, original_height, error = theirs(io.BytesIO(data))
-            ours = process(data, ImageConfig(image_size=128, resize_mode=mode))
-            assert error is None and ours.status == "success"
-            assert (ours.width, ours.height, ours.original_width, ours.original_height) == (
-                width, height, original_width, original_height), mode
-            a = cv2.imdecode(np.frombuffer(expected, np.uint8), 1).astype(float)
-            b = cv2.imdecode(np.frombuffer(ours.data, np.uint8), 1).astype(float)
-            scores.append(10 * np.log10(255**2 / max(np.mean((a - b) ** 2), 1e-9)))
-            assert ours.data[:3] == b"\xff\xd8\xff"  # JPEG
-        assert np.median(scores) > 35, (mode, scores)
-
-
-def test_area_downscale_gives_opencvs_inter_area_bytes(photos):
-    """The float32 route of the resize is a speed-up only: the same bytes as uint8 INTER_AREA on
-    real photos, full and reduced decodes, integer and non-integer factors."""
-    import cv2
-    import numpy as np
-
-    from pipeline.images import area_downscale
-
-    checked = 0
-    for data in photos[:12]:
-        for flag in (cv2.IMREAD_COLOR, cv2.IMREAD_REDUCED_COLOR_2):
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-            height, width = image.shape[:2]
-            sizes = [(max(1, round(width * t / max(width, height))), max(1, round(height * t / max(width, height))))
-                     for t in (256, 224, 160, 97)] + [(width // 2, height // 2), (width // 4, height // 4)]
-            for size in [s for s in sizes if s[0] < width]:  # the resize's downscaling cases
-                expected = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-                assert np.array_equal(area_downscale(image, size), expected), (image.shape, size)
-                checked += 1
-    assert checked >= 12 * 2 * 3
 
 
 def test_eval_index_drops_near_duplicates_during_the_crawl(fake_web, photos, tmp_path):

@@ -121,7 +121,7 @@ def check_beam_runner() -> Check:
     if not pinned:
         return Check("beam local runner", FAIL, f"local runs use {qualified}, not the pinned FnApiRunner",
                      "build pipelines with wit.beam.make_pipeline (it pins the FnApiRunner)")
-    return Check("beam local runner", OK, qualified)
+    return Check("beam local runner", OK, qualified if ran is FnApiRunner else f"{qualified} (Beam's FnApiRunner)")
 
 
 def check_wordnet(folder: str | None) -> Check:
