@@ -13,7 +13,8 @@ Every fetch ends with a :class:`Fetched` whose ``status`` is one of ``ok``, ``fa
   the connection goes to the address it checked (the ``Host`` header and TLS name stay the
   url's), so a DNS answer that changes in between (rebinding) reaches nothing;
 - 429 and 5xx retried with exponential backoff, honouring ``Retry-After`` (capped);
-- at most ``per_host`` connections to one host at a time;
+- at most ``per_host`` connections to one host at a time; one DNS lookup per host, not per url
+  (:class:`DnsCache`);
 - ``robots.txt`` of the image host fetched once, cached, and honoured for our User-Agent;
   ``X-Robots-Tag`` opt-outs (``noai``, ``noimageai``, ``noindex``, ``noimageindex``, ``none``,
   also when scoped to our agent) honoured: the image is not stored.
@@ -52,6 +53,7 @@ class FetchConfig:
     per_host: int = 16
     robots: bool = True
     allow_private: bool = False
+    dns_ttl: float = 300.0  # seconds a host's addresses (and 30 s a failed lookup) are kept
     user_agent: str = USER_AGENT
 
 
@@ -72,6 +74,42 @@ class Refused(Exception):
 
 def _getaddrinfo(host: str, port: int) -> list[str]:
     return [info[4][0].split("%")[0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+class DnsCache:
+    """``resolve`` with its answers kept ``ttl`` seconds per (host, port) and its failures
+    ``negative_ttl`` seconds: one lookup per host and not per url (``getaddrinfo`` keeps nothing
+    unless the machine runs a caching resolver, and a crawl asks for the same hosts all day).
+    Rebinding gains nothing from it: connections go to the address that was checked."""
+
+    def __init__(self, resolve, ttl: float = 300.0, negative_ttl: float = 30.0, max_entries: int = 100_000) -> None:
+        self.resolve, self.ttl, self.negative_ttl, self.max_entries = resolve, ttl, negative_ttl, max_entries
+        self.entries: OrderedDict[tuple[str, int], tuple[float, list[str] | tuple]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        key, now = (host, port), time.monotonic()
+        with self.lock:
+            hit = self.entries.get(key)
+        if hit is not None and hit[0] > now:
+            if isinstance(hit[1], tuple):  # a failure: raised afresh each time
+                raise socket.gaierror(*hit[1])
+            return hit[1]
+        try:
+            answer = self.resolve(host, port)
+        except (socket.gaierror, UnicodeError) as exc:
+            self._keep(key, now + self.negative_ttl, tuple(exc.args) if isinstance(exc, socket.gaierror) else
+                       (socket.EAI_NONAME, str(exc)))
+            raise
+        self._keep(key, now + self.ttl, answer)
+        return answer
+
+    def _keep(self, key: tuple[str, int], expires: float, value) -> None:
+        with self.lock:
+            self.entries[key] = (expires, value)
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.max_entries:
+                self.entries.popitem(last=False)
 
 
 def check_address(url: str, allow_private: bool, resolve=_getaddrinfo) -> str:
@@ -189,7 +227,8 @@ class Fetcher:
 
     def __init__(self, config: FetchConfig, resolve=_getaddrinfo) -> None:
         self.config = config
-        self.resolve = resolve  # host, port -> addresses (the system resolver; tests give their own)
+        # host, port -> addresses (the system resolver; tests give their own), answers cached per host
+        self.resolve = DnsCache(resolve, ttl=config.dns_ttl)
         self.pools: OrderedDict[tuple, urllib3.HTTPConnectionPool] = OrderedDict()
         self.hosts: dict[str, _HostState] = {}
         self.lock = threading.Lock()
@@ -358,6 +397,12 @@ class Fetcher:
             if declared.isdigit() and int(declared) > config.max_bytes:
                 return Fetched(url, "failed", f"Content-Length {declared} over the {config.max_bytes}-byte cap",
                                attempts=attempts, http_status=response.status)
+            if declared.isdigit() and response.headers.get("Content-Encoding", "identity").lower() == "identity":
+                data = response.read(decode_content=False)  # one read: the length is declared and under the cap
+                if len(data) != int(declared):
+                    return Fetched(url, "failed", f"body ended after {len(data)} of {declared} bytes",
+                                   attempts=attempts)
+                return Fetched(url, "ok", data=data, final_url=final, attempts=attempts, http_status=response.status)
             chunks, size = [], 0
             for chunk in response.stream(65536, decode_content=True):
                 size += len(chunk)

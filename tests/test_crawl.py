@@ -401,3 +401,33 @@ def test_eval_index_drops_near_duplicates_during_the_crawl(fake_web, photos, tmp
     with pytest.raises(store.IndexError_, match="no index.json"):
         crawl.run(["--urls", path, "--out", str(tmp_path / "out2"), "--allow-private-addresses",
                    "--eval-index", str(tmp_path / "bad"), *FAST])
+
+
+def test_dns_answers_and_failures_are_cached_per_host():
+    """One lookup per host for many urls; a failed lookup is not repeated at once either; an
+    expired answer is looked up again."""
+    import socket
+
+    from pipeline.fetch import DnsCache
+
+    calls = []
+
+    def resolve(host, port):
+        calls.append(host)
+        if host == "gone.example":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return ["93.184.215.14"]
+    cache = DnsCache(resolve, ttl=300, negative_ttl=30)
+    assert [cache("images.example", 80) for _ in range(50)] == [["93.184.215.14"]] * 50
+    for _ in range(3):
+        with pytest.raises(socket.gaierror, match="not known"):
+            cache("gone.example", 80)
+    assert calls == ["images.example", "gone.example"]
+    cache("images.example", 443)  # another port, another entry
+    expired = DnsCache(resolve, ttl=0)
+    expired("images.example", 80), expired("images.example", 80)
+    assert calls == ["images.example", "gone.example", "images.example", "images.example", "images.example"]
+    small = DnsCache(resolve, max_entries=2)
+    for host in ("a.example", "b.example", "c.example"):
+        small(host, 80)
+    assert list(small.entries) == [("b.example", 80), ("c.example", 80)]
