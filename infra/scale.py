@@ -33,7 +33,8 @@ INPUTS: dict[str, Input] = {
     "crawl_success": Input(0.6, "ratio", "assumed: share of urls still downloadable (LAION re-crawls: 50-70%)"),
     # our measured per-core rates (2-core machine; docs/curation.md, docs/crawl.md, docs/dedup.md)
     "curate_rate": Input(5_500, "pairs/s/core", "measured: benchmarks/curate_matching.py, whole job"),
-    "crawl_rate": Input(63.9, "urls/s/core", "measured: benchmarks/crawl_throughput.py (wit crawl)"),
+    "crawl_rate": Input(63.9, "urls/s/core", "assumed: 0.3x the 215.8 of benchmarks/crawl_throughput.py (loopback, "
+                                             "plain http): real servers add TLS, slow and failing hosts"),
     "audit_rate": Input(215, "images/s/core", "measured: benchmarks/dedup_speed.py"),
     "bytes_256": Input(23_900, "bytes/sample", "measured: crawl benchmark, 256 px JPEG q95 + caption + json"),
     "bytes_224": Input(19_000, "bytes/sample", "assumed: 224 px shards ~ (224/256)^2 of the image bytes"),
