@@ -114,13 +114,13 @@ json.dump({"launcher": os.getpid(), "error": error, "children_left": children_le
 """
 
 
-def run_job_script(tmp_path, mode: str, timeout: float = 240) -> tuple[dict, list]:
+def run_job_script(tmp_path, mode: str, timeout: float = 240, **env) -> tuple[dict, list]:
     script = tmp_path / "job.py"
     script.write_text(JOB)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     result = subprocess.run([sys.executable, str(script), mode, str(tmp_path)], capture_output=True, text=True,
-                            timeout=timeout, env={**os.environ, "TMPDIR": str(tmp), "WIT_QUIET": "1"})
+                            timeout=timeout, env={**os.environ, "TMPDIR": str(tmp), "WIT_QUIET": "1", **env})
     assert result.returncode == 0, result.stderr[-3000:]
     launcher = json.loads((tmp_path / "launcher.json").read_text())
     rows = json.loads((tmp_path / "result.json").read_text()) if (tmp_path / "result.json").exists() else []
@@ -137,11 +137,13 @@ def test_multi_process_workers_are_forked_from_the_warm_launcher(tmp_path):
     assert not launcher["children_left"] and launcher["zygote_dirs"] == []  # zygote reaped, socket folder gone
 
 
-def test_workers_start_as_fresh_interpreters_when_the_launcher_runs_threads(tmp_path):
-    launcher, rows = run_job_script(tmp_path, "threads")
-    assert launcher["error"] is None and sorted(key for key, _ in rows) == [0, 1, 2, 3]
-    assert all(token is None for _, seen in rows for *_, token in seen)  # Beam's own worker start
-    assert not launcher["children_left"]
+def test_workers_start_as_fresh_interpreters_when_the_launcher_runs_threads_or_when_asked(tmp_path):
+    for case, mode, env in (("threads", "threads", {}), ("asked", "ok", {"WIT_FORK_WORKERS": "0"})):
+        (tmp_path / case).mkdir()
+        launcher, rows = run_job_script(tmp_path / case, mode, **env)
+        assert launcher["error"] is None and sorted(key for key, _ in rows) == [0, 1, 2, 3]
+        assert all(token is None for _, seen in rows for *_, token in seen), case  # Beam's own worker start
+        assert not launcher["children_left"]
 
 
 def test_a_failing_worker_fails_the_job_and_leaves_no_process(tmp_path):

@@ -16,9 +16,11 @@ runner over gRPC exactly as Beam's own would.
 
 Nothing is left behind: a client that goes away (Beam kills it) takes its worker with it, and the
 zygote kills its workers and exits when the launcher closes its lifeline (after the run, or when
-the launcher dies). Whenever the zygote cannot be used (not multi_processing, no ``fork``, the
-launcher already runs threads, or the client cannot reach the zygote) workers start the way Beam
-starts them.
+the launcher dies). Whenever the zygote cannot be used (not multi_processing; no ``fork`` or
+no process file descriptors, which need Linux 5.3; Python threads already running in the
+launcher, which forking could catch holding a lock; or a client that cannot reach the zygote)
+workers start the way Beam starts them; so they do with ``WIT_FORK_WORKERS=0``. The native threads the imports leave (the BLAS pool,
+pyarrow's jemalloc) have their own fork handlers, as they must for ``multiprocessing``'s fork.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ class LocalRunner(FnApiRunner):
 
     def run_via_runner_api(self, pipeline_proto, options):
         zygote = None
-        if options.view_as(DirectOptions).direct_running_mode == "multi_processing":
+        if (options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+                and os.environ.get("WIT_FORK_WORKERS", "1") not in ("0", "false")):
             zygote = Zygote.start()
         if zygote is not None:
             for environment in pipeline_proto.components.environments.values():
@@ -97,8 +100,8 @@ class Zygote:
     @classmethod
     def start(cls) -> "Zygote | None":
         """Fork the zygote now, or None (workers then start as Beam starts them)."""
-        if not hasattr(os, "fork") or not hasattr(socket, "AF_UNIX") or threading.active_count() > 1:
-            log.debug("workers start as fresh interpreters (no fork here, or the launcher runs threads)")
+        if not (hasattr(os, "fork") and hasattr(socket, "AF_UNIX") and _pidfds_work()) or threading.active_count() > 1:
+            log.debug("workers start as fresh interpreters (no fork or pidfd here, or the launcher runs threads)")
             return None
         folder = tempfile.mkdtemp(prefix="wit-zygote-")
         listener = socket.socket(socket.AF_UNIX)
@@ -140,15 +143,22 @@ class Zygote:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def _pidfds_work() -> bool:
+    """Process file descriptors (Linux 5.3+): how the zygote hears of a worker's exit at once."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+        return True
+    except (AttributeError, OSError):
+        return False
+
+
 def _serve(listener: socket.socket, lifeline: int) -> None:
     """The zygote's loop: a worker per client; a client gone kills its worker; lifeline EOF ends all."""
-    import selectors
-
     import gc
     import importlib
+    import selectors
 
     importlib.import_module(BEAM_WORKER_MODULE)  # warm, once for all workers
-
     gc.freeze()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the launcher, which ends us
     selector = selectors.DefaultSelector()
@@ -203,13 +213,20 @@ def _serve(listener: socket.socket, lifeline: int) -> None:
 
 
 def _read_request(conn: socket.socket) -> dict | None:
+    """The client's environment (one JSON line), or None when it sends no such line in time."""
+    conn.settimeout(30)
     data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(1 << 16)
-        if not chunk:
-            return None
-        data += chunk
-    return json.loads(data)
+    try:
+        while not data.endswith(b"\n"):
+            chunk = conn.recv(1 << 16)
+            if not chunk:
+                return None
+            data += chunk
+        environ = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    conn.settimeout(None)
+    return environ if isinstance(environ, dict) else None
 
 
 def _kill(pid: int) -> None:
