@@ -12,8 +12,9 @@ and encode quality, on this machine's 2 cores:
   loopback allowance a local run needs, per-host cap raised for the single host).
 
 Runs alternate, in ``--rounds`` rounds. Prints, for each tool's fastest run, wall time,
-images/s, images/s per core and output bytes per image; the ratio of the fastest runs; and the
-ratio of each round's fastest runs with their median.
+images/s, images/s per core and output bytes per image; the ratio of the fastest runs; the
+ratio of each round's fastest runs with their median; and the CPU seconds (user + system of the
+tool's processes, not the server's) of each tool's least costly run, with their ratio.
 
     .venv/bin/python benchmarks/crawl_throughput.py [--images 6000] [--rounds 3] [--workdir /tmp/wit-crawl-bench]
 """
@@ -87,7 +88,19 @@ def output_stats(folder: Path) -> tuple[int, int]:
     return images, size
 
 
-def run_img2dataset(urls: Path, out: Path, size: int, threads: int) -> float:
+def timed(command: list[str], **kwargs) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, the command's processes, not the server's)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(command, check=True, **kwargs)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def run_img2dataset(urls: Path, out: Path, size: int, threads: int) -> tuple[float, float]:
     code = f"""
 import img2dataset
 img2dataset.download(url_list={str(urls)!r}, input_format="parquet", url_col="url", caption_col="caption",
@@ -95,21 +108,16 @@ img2dataset.download(url_list={str(urls)!r}, input_format="parquet", url_col="ur
     image_size={size}, resize_mode="border", encode_quality=95, number_sample_per_shard=1000,
     timeout=10, retries=0, disallowed_header_directives=[], enable_wandb=False)
 """
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
-    return time.perf_counter() - started
+    return timed([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                 env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
 
 
-def run_ours(urls: Path, out: Path, size: int, threads: int) -> float:
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipeline.crawl", "--urls", str(urls), "--out", str(out),
-                    "--image-size", str(size), "--resize-mode", "border", "--encode-quality", "95",
-                    "--shard-size", "1000", "--threads-per-worker", str(threads), "--per-host-connections", "64",
-                    "--allow-private-addresses", "--direct_num_workers", "2",
-                    "--direct_running_mode", "multi_processing"], check=True,
-                   env={**os.environ, "WIT_QUIET": "1"})
-    return time.perf_counter() - started
+def run_ours(urls: Path, out: Path, size: int, threads: int) -> tuple[float, float]:
+    return timed([sys.executable, "-m", "pipeline.crawl", "--urls", str(urls), "--out", str(out),
+                  "--image-size", str(size), "--resize-mode", "border", "--encode-quality", "95",
+                  "--shard-size", "1000", "--threads-per-worker", str(threads), "--per-host-connections", "64",
+                  "--allow-private-addresses", "--direct_num_workers", "2",
+                  "--direct_running_mode", "multi_processing"], env={**os.environ, "WIT_QUIET": "1"})
 
 
 def main() -> None:
@@ -128,7 +136,7 @@ def main() -> None:
         urls = work / "urls.parquet"
         pq.write_table(pa.table({"url": [f"{base}/{p.name}" for p in photos],
                                  "caption": [f"photo {p.stem}" for p in photos]}), urls)
-        results, tried, rounds = {}, {}, []
+        results, tried, rounds, cpus = {}, {}, [], {}
         # Each tool at each thread count, alternating, in --rounds rounds: the fastest of each kept,
         # and the ratio of each round's fastest runs (this machine's speed drifts from minute to minute).
         for _ in range(args.rounds):
@@ -137,14 +145,16 @@ def main() -> None:
                 for name, runner in (("img2dataset", run_img2dataset), ("wit crawl", run_ours)):
                     out = work / name.replace(" ", "_")
                     shutil.rmtree(out, ignore_errors=True)
-                    seconds = runner(urls, out, args.image_size, threads)
+                    seconds, cpu = runner(urls, out, args.image_size, threads)
                     images, size = output_stats(out)
                     tried.setdefault(name, []).append(f"{threads} threads {seconds:.1f} s")
+                    cpus.setdefault(name, []).append(cpu)
                     best[name] = min(best.get(name, seconds), seconds)
                     if name not in results or seconds < results[name]["seconds"]:
                         results[name] = {"seconds": seconds, "images": images, "images_per_s": images / seconds,
                                          "images_per_s_per_core": images / seconds / CORES,
-                                         "bytes_per_image": size / max(images, 1), "threads": threads}
+                                         "bytes_per_image": size / max(images, 1), "threads": threads,
+                                         "cpu_seconds": cpu}
             rounds.append(best["img2dataset"] / best["wit crawl"])
     finally:
         server.terminate()
@@ -158,6 +168,10 @@ def main() -> None:
     ratio = results["wit crawl"]["images_per_s"] / results["img2dataset"]["images_per_s"]
     print(f"  ratio wit / img2dataset (end-to-end images/s), fastest runs: {ratio:.2f}  (goal >= 2)")
     print(f"  ratio per round: {', '.join(f'{r:.2f}' for r in rounds)}; median {sorted(rounds)[len(rounds) // 2]:.2f}")
+    # CPU seconds drift less than wall time on a shared machine: the least of each tool's runs
+    least = {name: min(values) for name, values in cpus.items()}
+    print(f"  CPU seconds (user + system, least of the runs): img2dataset {least['img2dataset']:.1f}, wit crawl "
+          f"{least['wit crawl']:.1f}; ratio {least['img2dataset'] / least['wit crawl']:.2f}")
     print(json.dumps(results))
 
 
