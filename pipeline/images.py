@@ -13,7 +13,8 @@ adds what a crawl at scale needs:
   ignores it and stores such photos on their side), and their sizes are the displayed ones;
 - JPEGs much larger than the target are decoded at 1/2, 1/4 or 1/8 scale (libjpeg's reduced
   decoding), never below the size the resize needs;
-- animated images are filtered;
+- animated images are filtered (a multi-picture JPEG, a camera's MPO, is a JPEG: its first
+  picture is kept);
 - the sha256 of the downloaded bytes (exact duplicates) and a 64-bit perceptual hash (DCT
   pHash, imagededup's algorithm) of the stored image are returned.
 """

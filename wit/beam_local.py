@@ -19,8 +19,9 @@ zygote kills its workers and exits when the launcher closes its lifeline (after 
 the launcher dies). Whenever the zygote cannot be used (not multi_processing; no ``fork`` or
 no process file descriptors, which need Linux 5.3; Python threads already running in the
 launcher, which forking could catch holding a lock; or a client that cannot reach the zygote)
-workers start the way Beam starts them; so they do with ``WIT_FORK_WORKERS=0``. The native threads the imports leave (the BLAS pool,
-pyarrow's jemalloc) have their own fork handlers, as they must for ``multiprocessing``'s fork.
+workers start the way Beam starts them; so they do with ``WIT_FORK_WORKERS=0``. The native
+threads the imports leave (the BLAS pool, pyarrow's jemalloc) have their own fork handlers, as
+they must for ``multiprocessing``'s fork.
 """
 
 from __future__ import annotations
