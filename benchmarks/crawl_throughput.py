@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -90,8 +91,6 @@ def output_stats(folder: Path) -> tuple[int, int]:
 
 def timed(command: list[str], **kwargs) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user + system, the command's processes, not the server's)."""
-    import resource
-
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(command, check=True, **kwargs)

@@ -30,11 +30,13 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import socket
 import sys
 import tempfile
 import threading
+import time
 
 from apache_beam.options.pipeline_options import DirectOptions
 from apache_beam.portability import python_urns
@@ -130,9 +132,6 @@ class Zygote:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Close the lifeline (the zygote kills any worker left and exits) and reap it."""
-        import shutil
-        import time
-
         os.close(self.lifeline)
         deadline = time.monotonic() + timeout
         while os.waitpid(self.pid, os.WNOHANG) == (0, 0):
@@ -155,12 +154,13 @@ def _pidfds_work() -> bool:
 
 def _serve(listener: socket.socket, lifeline: int) -> None:
     """The zygote's loop: a worker per client; a client gone kills its worker; lifeline EOF ends all."""
-    import gc
     import importlib
     import selectors
 
+    from wit.beam import freeze_long_lived
+
     importlib.import_module(BEAM_WORKER_MODULE)  # warm, once for all workers
-    gc.freeze()
+    freeze_long_lived()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the launcher, which ends us
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, ("accept", None))
