@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -187,6 +188,121 @@ def test_dockerfiles_use_the_pinned_versions():
     assert "whl/cu" in trainer and "python:3.11" in trainer
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["project"]["requires-python"].startswith(">=3.11")
+
+
+# Images that keep root on purpose; infra/README.md ("Containers and their users") says why.
+ROOT_IMAGES = {"infra/dataflow/Dockerfile", "infra/dataflow/flex/Dockerfile"}
+
+
+def _dockerfiles() -> list[Path]:
+    return sorted({*ROOT.glob("*Dockerfile*"), *ROOT.glob("infra/**/*Dockerfile*")})
+
+
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile: continuation lines joined, comments dropped."""
+    found, pending = [], ""
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        pending += " " + stripped
+        if pending.endswith("\\"):
+            pending = pending[:-1]
+            continue
+        keyword, _, arguments = pending.strip().partition(" ")
+        found.append((keyword.upper(), arguments.strip()))
+        pending = ""
+    return found
+
+
+def _users(path: Path) -> list[str]:
+    """The USER of each point the image's user changes; a FROM resets it to the base image's (unknown:
+    taken as root), so the last entry is the user the entrypoint runs as."""
+    users = []
+    for keyword, arguments in _instructions(path):
+        if keyword == "FROM":
+            users.append("root")
+        elif keyword == "USER":
+            users.append(arguments.split(":")[0])
+    return users
+
+
+def _env(path: Path) -> dict[str, str]:
+    env = {}
+    for keyword, arguments in _instructions(path):
+        if keyword == "ENV":
+            env.update(item.split("=", 1) for item in shlex.split(arguments))
+    return env
+
+
+def test_every_image_runs_as_an_unprivileged_user_or_says_why_not():
+    names = {str(path.relative_to(ROOT)): path for path in _dockerfiles()}
+    assert {"infra/trainer/Dockerfile", *ROOT_IMAGES} <= set(names)
+    readme = (ROOT / "infra/README.md").read_text()
+    assert "\n## Containers and their users\n" in readme
+    section = readme.split("\n## Containers and their users\n", 1)[1].split("\n## ", 1)[0]
+    for name, path in names.items():
+        user = _users(path)[-1]
+        if name in ROOT_IMAGES:  # root by an explicit, explained choice, never by omission
+            assert [k for k, a in _instructions(path) if k == "USER"] and user == "root", name
+            assert f"`{name.removeprefix('infra/')}`" in section, f"{name}: not explained in infra/README.md"
+        else:
+            assert user not in ("root", "0"), f"{name}: its entrypoint runs as root (no USER after the last FROM)"
+
+
+def test_the_trainer_image_user_has_a_writable_home_and_matches_the_jobset():
+    path = ROOT / "infra/trainer/Dockerfile"
+    text, user, env = path.read_text(), _users(path)[-1], _env(path)
+    assert user.isdigit() and int(user) > 0  # numeric: Kubernetes can verify runAsNonRoot against it
+    assert re.search(rf"useradd [^&]*--uid {user}\b", text), "the USER uid is not created in the image"
+    home = env["HOME"]
+    assert all(env[key].startswith(home + "/") for key in ("XDG_CACHE_HOME", "TORCH_HOME", "TRITON_CACHE_DIR"))
+    assert re.search(rf"chown -R \S+ {re.escape(home)}\b", text), "the home and caches are not the user's"
+    jobset = yaml.safe_load((ROOT / "infra/trainer/gke-jobset.yaml").read_text())
+    pod = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert {c["securityContext"]["runAsUser"] for c in pod["containers"]} == {int(user)}
+
+
+def _pod_specs(node):
+    """Every pod spec (a mapping with a list of containers) anywhere inside a manifest."""
+    if isinstance(node, dict):
+        if isinstance(node.get("containers"), list):
+            yield node
+        for value in node.values():
+            yield from _pod_specs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _pod_specs(item)
+
+
+def test_every_kubernetes_container_runs_unprivileged():
+    checked = []
+    for path in sorted(ROOT.glob("infra/**/*.y*ml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if not (isinstance(document, dict) and "apiVersion" in document and "kind" in document):
+                continue
+            for pod in _pod_specs(document):
+                inherited = {key: value for key, value in (pod.get("securityContext") or {}).items()
+                             if key in ("runAsNonRoot", "runAsUser", "runAsGroup", "seccompProfile")}
+                for container in pod["containers"] + pod.get("initContainers", []):
+                    own = container.get("securityContext") or {}
+                    context, where = {**inherited, **own}, f"{path.relative_to(ROOT)}: {container['name']}"
+                    assert context.get("runAsNonRoot") is True, where
+                    assert isinstance(context.get("runAsUser"), int) and context["runAsUser"] > 0, where
+                    assert own.get("allowPrivilegeEscalation") is False and not own.get("privileged"), where
+                    assert own.get("capabilities", {}).get("drop") == ["ALL"], where
+                    assert not own.get("capabilities", {}).get("add"), where
+                    assert (context.get("seccompProfile") or {}).get("type") == "RuntimeDefault", where
+                    checked.append(where)
+    assert checked, "no Kubernetes container found under infra/"
+
+
+def test_the_slurm_script_refuses_to_train_as_root(tmp_path):
+    (tmp_path / "id").write_text("#!/bin/sh\necho 0\n")  # whoever runs the tests: the script sees root
+    (tmp_path / "id").chmod(0o755)
+    done = subprocess.run(["bash", str(ROOT / "infra/trainer/train.sbatch"), "gs://b/shards", "gs://b/run"],
+                          env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "refusing to train as root" in done.stderr, done.stderr
 
 
 def test_scale_model_is_stable_and_matches_a_hand_calculation():

@@ -79,8 +79,8 @@ def test_stop_and_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
         assert len(keys(tmp_path / "whole", rank)) == 30  # every rank the same number of batches
     # epoch 0: the ranks read disjoint shards
     assert set(sum(keys(tmp_path / "whole", 0)[:25], [])).isdisjoint(sum(keys(tmp_path / "whole", 1)[:25], []))
-    a = torch.load(tmp_path / "whole" / "model" / "model.pt")
-    b = torch.load(tmp_path / "parts" / "model" / "model.pt")
+    a = torch.load(tmp_path / "whole" / "model" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "parts" / "model" / "model.pt", weights_only=True)
     assert all(torch.equal(a[name], b[name]) for name in a)
     last = metrics(tmp_path / "whole")[-1]
     assert last["step"] == 30 and last["epoch"] == 1 and last["total_steps"] == 30

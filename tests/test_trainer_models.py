@@ -191,7 +191,7 @@ def test_export_round_trip_loads_in_openclip_with_equal_embeddings(tmp_path):
         config_path, weights_path = export_openclip(model, tmp_path, name)
         cfg = CLIPConfig.load(config_path).to_json()
         theirs = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"], text_cfg=cfg["text_cfg"])
-        missing, unexpected = theirs.load_state_dict(torch.load(weights_path), strict=False)
+        missing, unexpected = theirs.load_state_dict(torch.load(weights_path, weights_only=True), strict=False)
         assert unexpected == [] and all(k == "attn_mask" for k in missing), (missing, unexpected)
         theirs.eval()
         size = MODELS[name].vision.image_size

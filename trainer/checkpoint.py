@@ -34,5 +34,5 @@ def load_model(folder: str | Path) -> tuple[CLIP, Tokenizer]:
     if missing:
         raise FileNotFoundError(f"{folder} is not a model folder: missing {', '.join(missing)}")
     model = CLIP(CLIPConfig.load(folder / "config.json"))
-    model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu"))
+    model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     return model.eval(), Tokenizer.load(folder / "tokenizer")

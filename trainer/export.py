@@ -45,5 +45,5 @@ def export_openclip(model: CLIP, folder: str | Path, name: str) -> tuple[Path, P
 
 def load_openclip_export(config_path: str | Path, weights_path: str | Path) -> CLIP:
     model = CLIP(CLIPConfig.load(config_path))
-    model.load_state_dict(from_openclip_state_dict(torch.load(weights_path, map_location="cpu")))
+    model.load_state_dict(from_openclip_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True)))
     return model

@@ -6,6 +6,11 @@ raw samples consumed: :mod:`trainer.data`), each rank's RNG states, the world si
 arguments. A file is written under a temporary name and renamed (an object store writes it whole
 or not at all), so a writer killed half-way leaves the previous checkpoint as the latest; the
 last ``keep`` are kept. ``OUT/model/`` (a model folder for ``wit eval``) is written at the end.
+
+Anyone who can write to the run's folder can plant a file there, and ``--resume latest`` reads
+the newest one on every node: checkpoints hold tensors and plain Python values only (RNG states
+included) and are read with ``torch.load(..., weights_only=True)``, which builds those and
+nothing else. A file that needs anything more is refused with :class:`UnsafeCheckpointError`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import pickle
 import random
 import re
 import tempfile
@@ -28,14 +34,31 @@ log = logging.getLogger(__name__)
 NAME = re.compile(r"step_(\d{8})\.pt$")
 
 
+FORMAT = "wit-train/2"  # /1 kept numpy's RNG state as a numpy array, which a weights-only load refuses
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint that a weights-only load refuses: reading it could run code, so it is not read."""
+
+
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """This process's RNG states as a tensor, lists and numbers (what a weights-only load accepts)."""
+    version, internal, gauss_next = random.getstate()
+    legacy = np.random.get_state(legacy=False)  # numpy's global RandomState (MT19937)
+    return {"torch": torch.get_rng_state(),
+            "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+            "numpy": {"bit_generator": legacy["bit_generator"], "key": legacy["state"]["key"].tolist(),
+                      "pos": int(legacy["state"]["pos"]), "has_gauss": int(legacy["has_gauss"]),
+                      "gauss": float(legacy["gauss"])}}
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss_next"]))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["bit_generator"], np.asarray(numpy["key"], dtype=np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["gauss"]))
 
 
 def checkpoint_dir(out: str) -> str:
@@ -67,12 +90,35 @@ def save_checkpoint(out: str, step: int, payload: dict, keep: int) -> str:
 
 
 def load_checkpoint(path: str) -> dict:
+    """The checkpoint at ``path``, read with a weights-only load (never an unrestricted unpickle)."""
     with fsspec.open(path, "rb") as handle:
-        return torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=False)
+        data = handle.read()
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's weights-only unpickler met something it does not build
+        raise UnsafeCheckpointError(refusal(path, data)) from None
+
+
+def refusal(path: str, data: bytes) -> str:
+    """Why ``path`` was refused, naming what its pickle asks for (read statically, nothing is run)."""
+    try:
+        wanted = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - not a torch.save zip file: a bare pickle or something else
+        wanted = []
+    message = (f"{path} is not a safe checkpoint: a weights-only load refused it"
+               + (f" (it asks for {', '.join(wanted)})" if wanted else "")
+               + "; it was not loaded and nothing in it ran.")
+    if wanted and all(name.startswith("numpy") for name in wanted):
+        return message + (" It looks like a checkpoint of the previous format (wit-train/1, numpy RNG state), "
+                          f"which cannot be read safely: this trainer writes {FORMAT}. Resume from a newer "
+                          "checkpoint or start the run again in another --out.")
+    return message + " Only files written by `wit train` belong in OUT/checkpoints/: find out who wrote this one."
 
 
 def resolve_resume(out: str, resume: str | None) -> str | None:
-    """``latest`` -> the newest checkpoint that loads (or None: a fresh start); a path -> itself."""
+    """``latest`` -> the newest checkpoint that loads (or None: a fresh start); a path -> itself.
+    A damaged file falls back to the one before; an unsafe one (planted, or of the previous format)
+    stops the run: skipping it would hide it."""
     if not resume:
         return None
     if resume != "latest":
@@ -81,6 +127,8 @@ def resolve_resume(out: str, resume: str | None) -> str | None:
         try:
             load_checkpoint(path)
             return path
+        except UnsafeCheckpointError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a damaged file: fall back to the one before
             log.warning("checkpoint %s (step %d) does not load, trying the previous one: %s", path, step, exc)
     return None

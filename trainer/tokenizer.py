@@ -164,7 +164,7 @@ def iter_captions(patterns: Sequence[str], caption_col: str = "caption") -> Iter
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
-    train = sub.add_parser("train", help="learn a byte-level BPE vocabulary from captions")
+    train = sub.add_parser("train", help="learn a byte-level BPE vocabulary from captions", allow_abbrev=False)
     train.add_argument("--captions", action="append", required=True, metavar="GLOB",
                        help="webdataset shards, parquet url lists (--caption-col) or text files; repeatable")
     train.add_argument("--caption-col", default="caption")

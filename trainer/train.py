@@ -192,7 +192,7 @@ class Run:
             return None
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
                 "epoch": self.epoch, "ranks": gathered, "world_size": self.world, "config": asdict(self.config),
-                "model_config": self.model.config.to_json(), "format": "wit-train/1"}
+                "model_config": self.model.config.to_json(), "format": state.FORMAT}
 
     def save(self) -> None:
         payload = self.payload()
@@ -407,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         setup_logging()
     parser = argparse.ArgumentParser(prog="wit train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -417,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = Run(config)
     try:
         result = run.run()
-    except FileExistsError as exc:
+    except (FileExistsError, state.UnsafeCheckpointError) as exc:
         log.error("%s", exc)
         return 2
     log.info("rank %d: %s", run.rank, result)

@@ -138,7 +138,8 @@ def zeroshot(model: CLIP, tokenizer, images_dir: str, labels_path: str, classnam
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
-    probe = sub.add_parser("linear-probe", help="logistic regression on frozen image features (held-out split)")
+    probe = sub.add_parser("linear-probe", help="logistic regression on frozen image features (held-out split)",
+                           allow_abbrev=False)
     probe.add_argument("--checkpoint", required=True)
     probe.add_argument("--images", required=True)
     probe.add_argument("--labels", required=True, help="TSV with header: file, label")
@@ -147,12 +148,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     probe.add_argument("--test-fraction", type=float, default=0.3)
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--out", default=None)
-    ret = sub.add_parser("retrieval", help="image-text recall@k on a caption set (e.g. COCO)")
+    ret = sub.add_parser("retrieval", help="image-text recall@k on a caption set (e.g. COCO)", allow_abbrev=False)
     ret.add_argument("--checkpoint", required=True)
     ret.add_argument("--images", required=True)
     ret.add_argument("--captions", required=True, help="TSV with header: file, caption (several rows per image)")
     ret.add_argument("--out", default=None)
-    zs = sub.add_parser("zeroshot", help="zero-shot classification with prompt templates")
+    zs = sub.add_parser("zeroshot", help="zero-shot classification with prompt templates", allow_abbrev=False)
     zs.add_argument("--checkpoint", required=True, help="a model folder (config.json, model.pt, tokenizer/)")
     zs.add_argument("--images", required=True, help="folder of images named in --labels")
     zs.add_argument("--labels", required=True, help="TSV with header: file, label (class name or index)")

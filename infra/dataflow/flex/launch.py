@@ -16,7 +16,7 @@ JOBS = {"queries": "query_list.build", "curate": "pipeline.curate", "crawl": "pi
 
 
 def job_flags(module) -> dict[str, argparse.Action]:
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     module.add_arguments(parser)
     return {flag: action for action in parser._actions for flag in action.option_strings}  # noqa: SLF001
 
