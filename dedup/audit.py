@@ -112,11 +112,14 @@ def sample_meta(sample: samples.TarSample) -> dict:
 def audit_shard(path: str, detector: Detector) -> tuple[dict, list[samples.TarSample], set[str]]:
     """The shard's result record, its samples (for rewriting) and the keys found to be duplicates."""
     result = {"shard": shard_name(path), "path": path, "samples": 0, "duplicates": 0, "unreadable": [],
-              "damaged": None, "overlaps": [], "hits": {}}
+              "damaged": None, "dropped_members": [], "overlaps": [], "hits": {}}
     read, duplicates = [], set()
     for sample in samples.read_tar(path):
         if isinstance(sample, samples.TarDamaged):
             result["damaged"] = sample.error
+            continue
+        if isinstance(sample, samples.TarSkipped):  # not audited, and never written to a clean shard
+            result["dropped_members"].append({"name": sample.name, "reason": sample.reason})
             continue
         read.append(sample)
         result["samples"] += 1

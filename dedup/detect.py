@@ -184,8 +184,15 @@ class Detector:
         return sorted(matches, key=lambda m: (-m.score, m.item))
 
     def match(self, data: bytes) -> list[Match]:
-        """Like :meth:`match_grey` from encoded bytes; raises :class:`features.UnreadableImage`."""
-        return self.match_grey(features.decode_grey(data, self.features.side))
+        """Like :meth:`match_grey` from encoded bytes; bytes the detector cannot read (not an
+        image, a bomb, too thin) are evidence of nothing: no match. Callers that count unreadable
+        images (the audit) call :func:`features.decode_grey` and :meth:`match_grey` themselves."""
+        try:
+            grey = features.decode_grey(data, self.features.side)
+        except features.UnreadableImage as exc:
+            log.debug("no match for unreadable bytes: %s", exc)
+            return []
+        return self.match_grey(grey)
 
     def describe(self, match: Match) -> dict:
         name, item = self.items[match.item]

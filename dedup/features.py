@@ -15,17 +15,22 @@ Two signals, both on the grey image scaled so its longer side is :data:`SIDE` pi
 
 from __future__ import annotations
 
+import io
 import math
 import threading
 from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+from PIL import Image
+
+from pipeline import images
 
 # Undecodable bytes are our counted "unreadable" status, not something for OpenCV to log.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 SIDE = 256  # longer side, in pixels, of the grey image every signal is computed from
+MIN_SIDE = 8  # shorter side, in pixels, below which an image has nothing to hash or describe
 
 
 @dataclass(frozen=True)
@@ -57,29 +62,51 @@ class UnreadableImage(ValueError):
 
 
 def decode_grey(data: bytes, side: int = SIDE) -> np.ndarray:
-    """Grey uint8 array with its longer side scaled to ``side``."""
-    return normalise(decode(data), side)
+    """Grey uint8 array with its longer side scaled to ``side``; :class:`UnreadableImage` when
+    the bytes are not an image the signals can describe."""
+    return scaled(decode(data), side)
 
 
 def decode(data: bytes) -> np.ndarray:
-    """The full-size grey image; :class:`UnreadableImage` when the bytes are not one."""
+    """The full-size grey image; :class:`UnreadableImage` when the bytes are not one, or would
+    cost what the crawl refuses to decode (:func:`refuse_bombs`)."""
     if not data:
         raise UnreadableImage("empty file")
-    buffer = np.frombuffer(data, np.uint8)
-    grey = cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE)
+    refuse_bombs(data)
+    try:
+        grey = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    except cv2.error:  # OpenCV asserts on some headers instead of returning None
+        grey = None
     if grey is None:
-        import io
-
-        from PIL import Image, UnidentifiedImageError  # formats OpenCV lacks (GIF, some WebP)
-
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                grey = np.asarray(image.convert("L"))
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise UnreadableImage(f"not a decodable image ({type(exc).__name__}, {len(data)} bytes)") from None
-    if grey.size == 0 or min(grey.shape) < 8:
+        grey = _pillow_grey(data)  # formats OpenCV lacks (some GIF and WebP)
+    if grey.size == 0 or min(grey.shape) < MIN_SIDE:
         raise UnreadableImage(f"too small: {grey.shape[1]}x{grey.shape[0]}")
     return grey
+
+
+def refuse_bombs(data: bytes) -> None:
+    """:class:`UnreadableImage` for bytes whose header (read without decoding a pixel, as the
+    crawl reads it) is not an image's, or declares more pixels or a costlier decode than the
+    crawl's caps (:data:`pipeline.images.MAX_PIXELS`, :data:`pipeline.images.MAX_DECODE_BYTES`)."""
+    try:
+        header = images.read_header(data)
+    except Image.DecompressionBombError:
+        raise UnreadableImage(f"decompression bomb (pixel count; {len(data)} bytes)") from None
+    except Exception as exc:  # noqa: BLE001 - a hostile header breaks Pillow's readers in many ways
+        raise UnreadableImage(f"not a decodable image ({type(exc).__name__}, {len(data)} bytes)") from None
+    if header.width * header.height > images.MAX_PIXELS:
+        raise UnreadableImage(f"decompression bomb ({header.width}x{header.height} pixels)")
+    reason = images.memory_reason(header, images.MAX_DECODE_BYTES)
+    if reason:
+        raise UnreadableImage(reason)
+
+
+def _pillow_grey(data: bytes) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("L"))
+    except Exception as exc:  # noqa: BLE001 - truncated or hostile data breaks Pillow's decoders in many ways
+        raise UnreadableImage(f"not a decodable image ({type(exc).__name__}, {len(data)} bytes)") from None
 
 
 def normalise(grey: np.ndarray, side: int = SIDE) -> np.ndarray:
@@ -88,6 +115,16 @@ def normalise(grey: np.ndarray, side: int = SIDE) -> np.ndarray:
         return np.ascontiguousarray(grey)
     size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
     return cv2.resize(grey, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
+def scaled(full: np.ndarray, side: int = SIDE) -> np.ndarray:
+    """:func:`normalise`, refusing an image so thin that its scaled copy is under
+    :data:`MIN_SIDE` across (its crops and rotated views would be empty)."""
+    grey = normalise(full, side)
+    if min(grey.shape) < MIN_SIDE:
+        raise UnreadableImage(f"too thin: {full.shape[1]}x{full.shape[0]} is {grey.shape[1]}x{grey.shape[0]} "
+                              f"at {side} px")
+    return grey
 
 
 # -- perceptual hashes ---------------------------------------------------------------------------

@@ -102,10 +102,13 @@ def describe(eval_id: str, data: bytes, source: str, label: str | None, config: 
     try:
         full = features.decode(data)
         record["height"], record["width"] = full.shape
-        grey = features.normalise(full, config.side)
+        grey = features.scaled(full, config.side)
         record["thumbnail"] = thumbnail(data)
-    except (features.UnreadableImage, OSError, ValueError) as exc:
+    except features.UnreadableImage as exc:
         record.update(status="unreadable", error=str(exc)[:300])
+        return record
+    except Exception as exc:  # noqa: BLE001 - OpenCV read it, Pillow's thumbnail did not (hostile data)
+        record.update(status="unreadable", error=f"no thumbnail: {type(exc).__name__}: {exc}"[:300])
         return record
     record["hashes"] = features.eval_hashes(grey, config)
     record["orb"] = [features.orb(view, config.eval_keypoints) for view in features.orb_views(grey, config)]
@@ -136,6 +139,10 @@ class DescribeFn(beam.DoFn):
             yield describe(eval_id, data, source, self.label(eval_id), self.config.features)
             return
         for sample in samples.read_tar(source):
+            if isinstance(sample, samples.TarSkipped):  # a link, a directory or an unsafe name: not an image
+                beam.metrics.Metrics.counter("dedup_index", "skipped_tar_members").inc()
+                log.warning("%s: tar member %r skipped: %s", source, sample.name, sample.reason)
+                continue
             if isinstance(sample, samples.TarDamaged):
                 yield {"eval_id": f"{eval_id}#damaged", "source": source, "label": None, "width": None,
                        "height": None, "status": "unreadable", "error": f"damaged tar: {sample.error}",
@@ -143,7 +150,8 @@ class DescribeFn(beam.DoFn):
                 continue
             found = sample.image()
             member_id = f"{eval_id}/{sample.key}"
-            label = self.label(sample.key) or ((sample.get("cls") or sample.get("txt") or b"").decode().strip() or None)
+            text = (sample.get("cls") or sample.get("txt") or b"").decode("utf-8", "replace").strip()
+            label = self.label(sample.key) or text or None
             yield describe(member_id, found[1] if found else b"", f"{source}#{found[0] if found else sample.key}",
                            label, self.config.features)
 

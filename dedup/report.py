@@ -33,7 +33,7 @@ def thumbnail_bytes(data: bytes, side: int = 128) -> bytes | None:
 
     try:
         return thumbnail(data, side)
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - a thumbnail is optional, and Pillow fails on hostile data in many ways
         return None
 
 
@@ -49,6 +49,7 @@ def summarize(results: list[dict], indexes: list["EvalIndex"], config: "AuditCon
     duplicates = sum(r["duplicates"] for r in results)
     unreadable = [{"shard": r["shard"], **u} for r in results for u in r["unreadable"]]
     damaged = [{"shard": r["shard"], "error": r["damaged"]} for r in results if r["damaged"]]
+    dropped = [{"shard": r["shard"], **member} for r in results for member in r.get("dropped_members", [])]
     eval_sets = {}
     for index in indexes:
         hit = set().union(*(r["hits"].get(index.name, set()) for r in results))
@@ -64,9 +65,9 @@ def summarize(results: list[dict], indexes: list["EvalIndex"], config: "AuditCon
         eval_sets[index.name] = entry
     return {
         "pool": {"shards": len(results), "samples": samples, "duplicates": duplicates, "clean": samples - duplicates,
-                 "unreadable": len(unreadable), "damaged_shards": len(damaged)},
+                 "unreadable": len(unreadable), "damaged_shards": len(damaged), "dropped_members": len(dropped)},
         "eval_sets": eval_sets,
-        "unreadable_samples": unreadable, "damaged_shards": damaged,
+        "unreadable_samples": unreadable, "damaged_shards": damaged, "dropped_members": dropped,
         "detector": {"min_inliers": config.detect.min_inliers, "hash_threshold": config.detect.hash_threshold,
                      "nprobe": config.detect.nprobe, "indexes": [index.summary() for index in indexes]},
         "write_clean": config.write_clean,
@@ -167,7 +168,8 @@ def render_html(summary: dict, results: list[dict], indexes: list["EvalIndex"]) 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>wit dedup audit</title><style>{_STYLE}</style>"
              f"</head><body><h1>Evaluation-set overlap audit</h1><p>{pool['samples']:,} pool samples in "
              f"{pool['shards']} shards: {pool['duplicates']:,} near-duplicates of evaluation images, "
-             f"{pool['unreadable']} unreadable samples, {pool['damaged_shards']} damaged shards.</p>"
+             f"{pool['unreadable']} unreadable samples, {pool['damaged_shards']} damaged shards, "
+             f"{pool['dropped_members']} tar members dropped (links, directories, unsafe names).</p>"
              f"<table id='summary'>{head}{''.join(body)}</table>"]
     for name in summary["eval_sets"]:
         rows = sorted((row for r in results for row in r["overlaps"] if row["eval_set"] == name),
@@ -186,7 +188,7 @@ def render_html(summary: dict, results: list[dict], indexes: list["EvalIndex"]) 
                      "<table class='sortable'><thead><tr><th>score</th><th>decision</th><th>evaluation image</th>"
                      "<th>crawled image</th><th>inliers</th><th>hash distance</th><th>url</th><th>caption</th></tr>"
                      f"</thead><tbody>{''.join(cells)}</tbody></table>")
-    problems = summary["unreadable_samples"] + summary["damaged_shards"]
+    problems = summary["unreadable_samples"] + summary["damaged_shards"] + summary["dropped_members"]
     problems += [{"eval_set": n, **u} for n, e in summary["eval_sets"].items() for u in e["unreadable_eval_images"]]
     if problems:
         items = "".join(f"<li>{esc(str(problem))}</li>" for problem in problems)

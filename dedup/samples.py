@@ -2,8 +2,10 @@
 
 A webdataset sample is the run of tar members sharing a key (the name up to the first dot of
 its last path part); members are kept byte for byte so a cleaned shard can be rewritten with the
-exact bytes it came with. A tar that breaks part-way yields what it read, then one
-``TarDamaged`` record, so the caller counts the loss instead of losing it.
+exact bytes it came with. Members a shard must not hold (links, directories, devices, names that
+are absolute or climb out with ``..``: :func:`pipeline.shards.member_problem`) are not read; each
+yields a ``TarSkipped`` record. A tar that breaks part-way yields what it read, then one
+``TarDamaged`` record. Either way the caller counts the loss instead of losing it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import fsspec
+
+from pipeline.shards import member_problem
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 SHARD_SUFFIX = ".tar"
@@ -41,19 +45,28 @@ class TarDamaged:
     error: str
 
 
+@dataclass
+class TarSkipped:
+    name: str  # the member's name, cut to 200 characters
+    reason: str
+
+
 def sample_key(member: str) -> str:
     directory, _, base = member.rpartition("/")
     stem = base.split(".", 1)[0]
     return f"{directory}/{stem}" if directory else stem
 
 
-def read_tar(path: str) -> Iterator[TarSample | TarDamaged]:
-    """Samples of a webdataset tar in order; a damaged tar ends with a :class:`TarDamaged`."""
+def read_tar(path: str) -> Iterator[TarSample | TarSkipped | TarDamaged]:
+    """Samples of a webdataset tar in order, a :class:`TarSkipped` for each member not read; a
+    damaged tar ends with a :class:`TarDamaged`."""
     current: TarSample | None = None
     try:
         with fsspec.open(path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
             for info in tar:
-                if not info.isfile():
+                problem = member_problem(info)
+                if problem:
+                    yield TarSkipped(info.name[:200], problem)
                     continue
                 key = sample_key(info.name)
                 data = tar.extractfile(info).read()

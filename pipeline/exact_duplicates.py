@@ -66,13 +66,17 @@ def repeats_of(group: tuple[str, Iterable[str]]) -> Iterator[tuple[int, tuple[st
         yield int(key[:-4]), (key, keeper)
 
 
-def filter_tar(data: bytes, drop: set[str]) -> tuple[bytes, int]:
-    """The tar without the members of the keys in ``drop`` (member names are ``{key}.{ext}``), and
-    the bytes of the images left."""
-    buffer, image_bytes = io.BytesIO(), 0
+def filter_tar(data: bytes, drop: set[str]) -> tuple[bytes, int, int]:
+    """The tar without the members of the keys in ``drop`` (member names are ``{key}.{ext}``), the
+    bytes of the images left, and how many members :func:`shards.member_problem` dropped (links,
+    directories, unsafe names: a shard written by the crawl has none)."""
+    buffer, image_bytes, dropped = io.BytesIO(), 0, 0
     with tarfile.open(fileobj=io.BytesIO(data)) as source, \
             tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as target:
-        for member in source.getmembers():
+        for member in source:
+            if shards.member_problem(member):
+                dropped += 1
+                continue
             key, _, extension = member.name.partition(".")
             if key in drop:
                 continue
@@ -80,7 +84,7 @@ def filter_tar(data: bytes, drop: set[str]) -> tuple[bytes, int]:
             shards.add_member(target, member.name, content)
             if extension not in ("txt", "json"):
                 image_bytes += len(content)
-    return buffer.getvalue(), image_bytes
+    return buffer.getvalue(), image_bytes, dropped
 
 
 def drop_repeats(out: str, shard: int, repeats: dict[str, str]) -> dict:
@@ -96,10 +100,12 @@ def drop_repeats(out: str, shard: int, repeats: dict[str, str]) -> dict:
         if row["key"] in repeats and row["status"] == "success":
             row["status"], row["error_message"] = "duplicate", reason(repeats[row["key"]])
     with fsspec.open(names["tar"], "rb") as handle:
-        tar, image_bytes = filter_tar(handle.read(), set(repeats))
+        tar, image_bytes, dropped = filter_tar(handle.read(), set(repeats))
     write_bytes_atomic(names["tar"], tar)
     write_bytes_atomic(names["parquet"], shards.status_parquet(rows))
     stats = shards.stats_of(shard, [(row["status"], row["error_message"]) for row in rows], len(tar), image_bytes)
+    if dropped:
+        stats["dropped_members"] = dropped
     write_text_atomic(names["stats"], json.dumps(stats, indent=2, sort_keys=True) + "\n")  # last
     return stats
 

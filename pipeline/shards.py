@@ -11,11 +11,12 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.captions import caption_text
 from wit.storage import join, write_bytes_atomic, write_text_atomic
 
 STATUSES = ("success", "failed_to_download", "failed_to_resize", "filtered", "duplicate", "opted_out", "blocked",
@@ -66,6 +67,29 @@ def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o644, "wit", "wit"
     tar.addfile(info, io.BytesIO(data))
+
+
+def writable(sample: Sample) -> Sample:
+    """The sample with fields the tar, JSON and parquet writers take whatever a url list held:
+    text fields as valid text (a number, bytes, a lone surrogate made text), ``uid`` text or
+    None, ``entry_ids`` a list of ints or None. One odd row never fails its shard."""
+    return replace(sample, url=_text(sample.url) or "", caption=_text(sample.caption),
+                   error_message=_text(sample.error_message) or "", uid=_text(sample.uid),
+                   final_url=_text(sample.final_url), entry_ids=_ids(sample.entry_ids))
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else caption_text(value)[0]
+
+
+def _ids(value: object) -> list[int] | None:
+    if not isinstance(value, (list, tuple)):
+        return None
+    try:
+        ids = [int(v) for v in value]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return ids if all(-2**31 <= v < 2**31 for v in ids) else None  # the status table's int32
 
 
 def build_tar(samples: list[Sample], encode_format: str) -> bytes:
@@ -123,9 +147,43 @@ def stats_of(shard: int, outcomes: list[tuple[str, str]], tar_bytes: int, image_
 
 def write_shard(out: str, shard: int, samples: list[Sample], encode_format: str) -> dict:
     names = shard_names(out, shard)
+    samples = [writable(sample) for sample in samples]
     tar = build_tar(samples, encode_format)
     write_bytes_atomic(names["tar"], tar)
     write_bytes_atomic(names["parquet"], build_status_table(samples))
     stats = shard_stats(shard, samples, len(tar))
     write_text_atomic(names["stats"], json.dumps(stats, indent=2, sort_keys=True) + "\n")  # last: the shard is done
     return stats
+
+
+# -- shards read back: which tar members may be kept -------------------------------------------------
+_NOT_KEPT = {tarfile.SYMTYPE: "symbolic link", tarfile.LNKTYPE: "hard link", tarfile.DIRTYPE: "directory",
+             tarfile.CHRTYPE: "device", tarfile.BLKTYPE: "device", tarfile.FIFOTYPE: "fifo"}
+USTAR_NAME_BYTES = 100  # the longest name a ustar header holds in its name field alone
+
+
+def member_problem(info: tarfile.TarInfo) -> str:
+    """Why a member of a tar read back as a shard is dropped, or "" when it is kept.
+
+    Kept: regular files whose names are plain relative paths (no empty or ``..`` part, no
+    leading ``/``, no backslash, no NUL or other control character) short enough for a ustar
+    header. Links, directories and devices are dropped: a cleaned shard must not carry what a
+    later ``tar x`` could turn into a write outside its folder. Every reader and rewriter of
+    shards asks this one function."""
+    if not info.isreg():
+        return _NOT_KEPT.get(info.type, f"not a regular file (type {info.type!r})")
+    name = info.name
+    if not name:
+        return "empty name"
+    if name.startswith("/"):
+        return "absolute name"
+    if "\\" in name:
+        return "backslash in name"
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        return "control character in name"
+    parts = name.split("/")
+    if ".." in parts or "" in parts or parts[-1] == ".":  # "./key.jpg", as `tar -C dir -cf x.tar .` writes, is fine
+        return "not a plain relative name"
+    if len(name.encode("utf-8", "surrogateescape")) > USTAR_NAME_BYTES:
+        return "name too long"
+    return ""

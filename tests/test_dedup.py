@@ -184,7 +184,7 @@ def test_audit_on_gcs_with_clean_shards(gcs_bucket, photos, tmp_path):
     assert (entry["all"], entry["overlap"], entry["clean"]) == (6, 4, 2)
     assert entry["contamination_pct"] == pytest.approx(66.667)
     assert report["pool"] == {"shards": 2, "samples": 9, "duplicates": 4, "clean": 5, "unreadable": 1,
-                              "damaged_shards": 0}
+                              "damaged_shards": 0, "dropped_members": 0}
     assert report["unreadable_samples"][0]["key"] == "000010099"
     # the clean shards: same member bytes for the kept samples, manifest, statuses marked
     sizes = json.loads(fs.cat_file(f"{gcs_bucket}/clean/sizes.json"))
@@ -284,3 +284,116 @@ def test_audit_zero_shot_on_all_clean_and_overlap(tmp_path, photos):
     classnames = sorted(set(names[:3]))
     direct = zeroshot.zeroshot(model, tokenizer, str(eval_dir), str(labels), classnames, zeroshot.DEFAULT_TEMPLATES)
     assert zs["top1_all"] == pytest.approx(100 * direct["top1"], abs=0.01)
+
+
+# -- hostile inputs --------------------------------------------------------------------------------
+def _hostile_images(photo) -> dict[str, bytes]:
+    """Small files that crashed or swamped the readers, by file name: a 29-byte GIF declaring
+    65535 x 65535 (OpenCV asserts), a 1-bit PNG of 20,000 x 20,000 zeros (Pillow's bomb error, a
+    400 MB decode for OpenCV), a truncated JPEG, random bytes, and a 10 x 3000 PNG (a 1 px wide
+    image once scaled, whose crops are empty)."""
+    import struct
+
+    import cv2
+
+    from wit.testing.fakeweb import decompression_bomb_png
+
+    gif = (b"GIF89a" + struct.pack("<HH", 65535, 65535) + b"\x00\x00\x00" + b","
+           + struct.pack("<HHHH", 0, 0, 65535, 65535) + b"\x00\x02\x02\x44\x01\x00;")
+    assert len(gif) == 29
+    jpeg = _image_bytes(photo)
+    thin = cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (3000, 10), np.uint8))[1].tobytes()
+    return {"claims-65535.gif": gif, "bomb.png": decompression_bomb_png(), "truncated.jpg": jpeg[:len(jpeg) // 3],
+            "random.jpg": np.random.default_rng(1).bytes(4000), "thin.png": thin}
+
+
+HOSTILE_REASONS = {"claims-65535.gif": "decompression bomb", "bomb.png": "decompression bomb",
+                   "truncated.jpg": "not a decodable image", "random.jpg": "not a decodable image",
+                   "thin.png": "too thin"}
+
+
+def test_index_lists_hostile_images_as_unreadable(tmp_path, photos, detector):
+    """`wit dedup index` over a folder of hostile images next to a real one completes; each is
+    listed `unreadable` with its reason and counted; the detector's `match` on their bytes (the
+    crawl's in-line check) finds nothing instead of raising."""
+    from dedup import index as index_job
+
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    (folder / "good.jpg").write_bytes(_image_bytes(photos[0][0]))
+    hostile = _hostile_images(photos[0][1])
+    for name, data in hostile.items():
+        (folder / name).write_bytes(data)
+    assert index_job.run(["--name", "hostile", "--images", str(folder), "--out", str(tmp_path / "index")]) == 0
+    loaded = store.load(str(tmp_path / "index"))
+    items = {item["eval_id"]: item for item in loaded.items}
+    assert set(items) == {"good.jpg", *hostile} and items["good.jpg"]["status"] == "ok"
+    for name, reason in HOSTILE_REASONS.items():
+        assert items[name]["status"] == "unreadable" and items[name]["error"].startswith(reason), items[name]
+    assert json.loads((tmp_path / "index" / "index.json").read_text())["counts"]["unreadable"] == len(hostile)
+    for data in hostile.values():
+        assert detector.match(data) == []
+
+
+def _add_hostile_members(shard, keep_key: str) -> None:
+    """Rewrites a shard with members no shard may carry appended: names that climb out of the
+    folder or are absolute, a symbolic link and a hard link."""
+    with tarfile.open(shard) as tar:
+        members = [(info, tar.extractfile(info).read()) for info in tar.getmembers()]
+    with tarfile.open(shard, "w", format=tarfile.GNU_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data))
+        for name in ("../../x.jpg", "/abs.jpg"):
+            info = tarfile.TarInfo(name)
+            info.size = 5
+            tar.addfile(info, io.BytesIO(b"owned"))
+        for name, kind, target in (("link.jpg", tarfile.SYMTYPE, "/etc/passwd"),
+                                   ("hard.jpg", tarfile.LNKTYPE, f"{keep_key}.jpg")):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            tar.addfile(info)
+
+
+UNSAFE_MEMBERS = {"../../x.jpg": "not a plain relative name", "/abs.jpg": "absolute name",
+                  "link.jpg": "symbolic link", "hard.jpg": "hard link"}
+
+
+def test_audit_counts_hostile_images_and_drops_unsafe_members(tmp_path, photos):
+    """`wit dedup audit --write-clean` over a shard holding hostile images and hostile tar
+    members completes: the images are counted unreadable with their reasons, the members are
+    dropped and counted, the clean shard holds only plain regular members (it extracts inside
+    its folder), duplicates are still found, and no file is written outside the output folders."""
+    from dedup import audit
+    from pipeline import shards
+
+    expected = _write_pool(str(tmp_path), photos[0][:2], photos[1][:2])  # shard 0: 2 copies, 2 distractors
+    hostile = _hostile_images(photos[0][3])
+    extra = [shards.Sample(key=f"0000200{i:02d}", url=f"https://example.com/{name}", caption=name, status="success",
+                           image=data) for i, (name, data) in enumerate(hostile.items())]
+    shards.write_shard(str(tmp_path / "shards"), 2, extra, "jpg")
+    _add_hostile_members(tmp_path / "shards" / "00002.tar", extra[0].key)
+    store.save(quality.index_photos("imagenet-2", photos[0][:2]), str(tmp_path / "index"))
+    before = {path for path in tmp_path.rglob("*")}
+    assert audit.run(["--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path / "index"),
+                      "--out", str(tmp_path / "audit"), "--write-clean", str(tmp_path / "clean")]) == 0
+    written = {path for path in tmp_path.rglob("*")} - before
+    assert written and all(path.is_relative_to(tmp_path / "audit") or path.is_relative_to(tmp_path / "clean")
+                           for path in written), sorted(map(str, written))
+
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert report["pool"]["unreadable"] == len(hostile) + 1  # and _write_pool's own broken sample
+    reasons = {row["key"]: row["error"] for row in report["unreadable_samples"]}
+    for sample, name in zip(extra, hostile):
+        assert reasons[sample.key].startswith(HOSTILE_REASONS[name]), (name, reasons[sample.key])
+    assert report["pool"]["dropped_members"] == len(UNSAFE_MEMBERS)
+    assert {row["name"]: row["reason"] for row in report["dropped_members"]} == UNSAFE_MEMBERS
+    assert report["eval_sets"]["imagenet-2"]["overlap"] == len(expected) == 2
+
+    with tarfile.open(tmp_path / "clean" / "00002.tar") as tar:
+        members = tar.getmembers()
+        assert all(member.isreg() for member in members)
+        assert sorted(member.name for member in members) == sorted(
+            f"{sample.key}.{ext}" for sample in extra for ext in ("jpg", "txt", "json"))
+        tar.extractall(tmp_path / "clean" / "extracted")
+    assert len(list((tmp_path / "clean" / "extracted").iterdir())) == 3 * len(extra)
+    assert json.loads((tmp_path / "clean" / "sizes.json").read_text())["00002.tar"] == len(extra)

@@ -93,3 +93,108 @@ def test_exif_orientation_is_honoured(photos):
             assert (got.width, got.height, got.original_width, got.original_height) == (
                 expected.width, expected.height, expected.original_width, expected.original_height)
             assert psnr(got.data, expected.data) > 30, (size, mode)
+
+
+# -- memory per decode -----------------------------------------------------------------------------
+PEAK_SCRIPT = r"""
+import json, re, sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline import images
+
+def resident(key):
+    return int(re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+data = Path(sys.argv[1]).read_bytes()
+config = images.ImageConfig(**json.loads(sys.argv[2]))
+images.process(cv2.imencode(".png", np.zeros((64, 64, 4), np.uint16))[1].tobytes(), config)  # set-up, unmeasured
+Path("/proc/self/clear_refs").write_text("5")  # the peak restarts from what is resident now
+before = resident("VmRSS")
+result = images.process(data, config)
+Path(sys.argv[3]).write_bytes(result.data)
+print(json.dumps({"status": result.status, "reason": result.reason, "peak": resident("VmHWM") - before}))
+"""
+
+
+def processed_in_fresh_process(tmp_path, data: bytes, **config) -> tuple[dict, bytes]:
+    """``process(data)`` in a new Python process: its outcome, its output bytes and how far the
+    process's peak resident memory rose above what it held just before (Linux's VmHWM)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    source, output = tmp_path / "input.bin", tmp_path / "output.bin"
+    source.write_bytes(data)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(source), json.dumps(config), str(output)],
+                          cwd=root, capture_output=True, text=True, check=True, timeout=120)
+    return json.loads(done.stdout.strip().splitlines()[-1]), output.read_bytes()
+
+
+def test_small_files_declaring_huge_frames_are_refused_before_decoding(tmp_path):
+    """A 16-bit RGBA PNG of 5000 x 5000 zeros is under 1 MB and under the pixel cap, and its
+    decode would hold 400 MB; a 700-byte progressive JPEG declaring 9000 x 9000 makes libjpeg
+    zero half a gigabyte of coefficients even at 1/8 scale. Both are refused from their headers,
+    with a reason, and the process's memory does not move."""
+    png = cv2.imencode(".png", np.zeros((5000, 5000, 4), np.uint16))[1].tobytes()
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 90)).save(buffer, "JPEG", progressive=True, subsampling=0)
+    small = buffer.getvalue()
+    sof = small.index(b"\xff\xc2")
+    jpeg = small[:sof + 5] + (9000).to_bytes(2, "big") * 2 + small[sof + 9:]
+    assert len(png) < 1_000_000 and len(jpeg) < 1_000
+    for data, (width, height) in ((png, (5000, 5000)), (jpeg, (9000, 9000))):
+        outcome, _ = processed_in_fresh_process(tmp_path, data)
+        assert outcome["status"] == "filtered", outcome
+        assert outcome["reason"].startswith(f"decompression bomb (memory): {width}x{height}"), outcome
+        assert outcome["peak"] < 10_000_000, outcome
+
+
+def _matted_reference(bgra: np.ndarray) -> np.ndarray:
+    """Alpha over white in float64, the whole frame at once (a test can afford it)."""
+    colour, alpha = bgra[:, :, :3].astype(np.float64), bgra[:, :, 3:].astype(np.float64) / 255
+    return np.rint(alpha * colour + (1 - alpha) * 255).astype(np.uint8)
+
+
+def test_16bit_and_alpha_pngs_decode_to_8bit_bgr_within_twice_their_frame(photos, tmp_path):
+    """A real photo as 8-bit RGBA, 16-bit RGBA and 16-bit RGB PNGs (1600 x 1200): each comes
+    out as the 8-bit picture matted onto white (within one level of a float64 reference), and
+    its work peaks at the decoded frame twice (OpenCV's buffer and NumPy's copy) plus the 8-bit
+    frame: no float copy of the whole frame (those cost 77 MB here for either RGBA file)."""
+    photo = cv2.imdecode(np.frombuffer(photos[0], np.uint8), cv2.IMREAD_COLOR)
+    bgr = cv2.resize(photo, (1600, 1200), interpolation=cv2.INTER_CUBIC)
+    alpha = (np.add.outer(np.arange(1200), np.arange(1600)) % 256).astype(np.uint8)[:, :, None]
+    bgra = np.concatenate([bgr, alpha], axis=2)
+    cases = {"rgba8": (bgra, _matted_reference(bgra)),
+             "rgba16": (bgra.astype(np.uint16) * 257, _matted_reference(bgra)),
+             "rgb16": (bgr.astype(np.uint16) * 257, bgr)}
+    for name, (frame, expected) in cases.items():
+        data = cv2.imencode(".png", frame, [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
+        outcome, out = processed_in_fresh_process(tmp_path, data, image_size=400, encode_format="png")
+        assert outcome["status"] == "success", (name, outcome)
+        stored = cv2.imdecode(np.frombuffer(out, np.uint8), cv2.IMREAD_UNCHANGED)
+        reference = cv2.resize(expected, (400, 300), interpolation=cv2.INTER_AREA)
+        assert stored.shape == (400, 400, 3) and stored.dtype == np.uint8, name
+        assert np.abs(stored[50:350].astype(int) - reference).max() <= 1, name
+        assert (stored[:50] == 255).all() and (stored[350:] == 255).all(), name  # the white border
+        bound = 2 * frame.nbytes + 3 * 1600 * 1200 + 8_000_000
+        assert outcome["peak"] < bound, (name, outcome["peak"], bound)
+
+
+def test_jpeg_header_counts_libjpegs_coefficient_buffers(photos):
+    """Baseline JPEGs decode scan by scan (no whole-image buffer); progressive ones keep every
+    coefficient, at full resolution, whatever the output scale: 128 bytes per 8x8 block of each
+    component, fewer blocks for subsampled chroma."""
+    from pipeline.images import jpeg_header
+
+    image = Image.open(io.BytesIO(photos[0])).convert("RGB").resize((640, 480))
+    for options, buffers in ((dict(), 0), (dict(progressive=True, subsampling=0), 640 * 480 * 3 * 2),
+                             (dict(progressive=True, subsampling=2), 640 * 480 * 2 * 3 // 2)):
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=90, **options)
+        header = jpeg_header(buffer.getvalue())
+        assert (header.width, header.height, header.channels, header.buffers) == (640, 480, 3, buffers), options
