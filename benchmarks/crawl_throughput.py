@@ -115,12 +115,13 @@ def run_ours(urls: Path, out: Path, size: int, threads: int) -> tuple[float, flo
     return timed([sys.executable, "-m", "pipeline.crawl", "--urls", str(urls), "--out", str(out),
                   "--image-size", str(size), "--resize-mode", "border", "--encode-quality", "95",
                   "--shard-size", "1000", "--threads-per-worker", str(threads), "--per-host-connections", "64",
-                  "--allow-private-addresses", "--direct_num_workers", "2",
+                  "--allow-network", "127.0.0.0/8", "--direct_num_workers", "2",
                   "--direct_running_mode", "multi_processing"], env={**os.environ, "WIT_QUIET": "1"})
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--images", type=int, default=6000)
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--workdir", default="/tmp/wit-crawl-bench")

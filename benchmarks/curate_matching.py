@@ -99,7 +99,8 @@ def pyahocorasick_automaton(entries: list[str]) -> ahocorasick.Automaton:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--queries", help="a metadata.json to start the list from")
     parser.add_argument("--repeat", type=int, default=10, help="repeat the captions for the timed loops")
     parser.add_argument("--trials", type=int, default=5, help="bare loop / Beam run pairs, alternating")

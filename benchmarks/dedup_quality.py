@@ -22,7 +22,8 @@ from wit.testing.shared_data import shared_data_dir
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--eval", type=int, default=200)
     parser.add_argument("--copies", type=int, default=100)
     parser.add_argument("--pairs", type=int, default=12)

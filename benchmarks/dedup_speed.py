@@ -123,7 +123,8 @@ def bench_search(args, data) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--eval", type=int, default=200)
     parser.add_argument("--pool", type=int, default=2000)
     parser.add_argument("--codes", type=int, default=1_000_000)

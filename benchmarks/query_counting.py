@@ -69,7 +69,8 @@ def print_keys(n: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--repeat", type=int, default=8, help="repeat the extracted prose to lengthen the run")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()

@@ -54,7 +54,8 @@ def build(data: Path, work: Path, per_class_train: int) -> tuple[Path, Path]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--model", default="wit-rn-tiny-64")
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--batch-size", type=int, default=128)

@@ -38,7 +38,8 @@ def run(command: list[str], cwd: Path | None = None) -> tuple[float, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--model", default="wit-small-64")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))

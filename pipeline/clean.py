@@ -3,7 +3,7 @@
 Reasons (the ``rejects/`` rows and the report count them):
 
 - url: ``missing_url``, ``bad_scheme`` (not http/https, ``data:`` included), ``url_too_long``,
-  ``bad_url`` (no host);
+  ``bad_url`` (no host, or lone surrogates from a JSON escape);
 - caption: ``empty_caption``, ``caption_too_long``, ``filename_caption`` (``IMG_1234.JPG``,
   ``photo.png``), ``camera_caption`` (``DSC01234``, ``IMG_20190101_123456``, exposure
   settings such as ``1/250 sec f/5.6 ISO 200``: the YFCC100M titles CLIP's paper complains
@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 MAX_URL_CHARS = 2048
+# The caption cap (--max-caption-chars) may be set up to this; the readers take fields this long,
+# so a caption over the cap is read and dropped here, counted as caption_too_long.
+MAX_CAPTION_CHARS_LIMIT = 1 << 20
+_SURROGATE = re.compile("[\ud800-\udfff]")  # lone surrogates: a str UTF-8 cannot encode
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,10 @@ class CleanConfig:
     max_caption_chars: int = 1000
     english_only: bool = False
     english_min_score: float = 0.0  # py3langid's normalised probability threshold
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_caption_chars <= MAX_CAPTION_CHARS_LIMIT:
+            raise ValueError(f"--max-caption-chars must be between 1 and {MAX_CAPTION_CHARS_LIMIT}")
 
 
 def uid_of(url: str) -> str:
@@ -41,6 +49,8 @@ def clean_url(url: object) -> tuple[str | None, str | None]:
     url = html.unescape(url.strip())
     if len(url) > MAX_URL_CHARS:
         return None, "url_too_long"
+    if not url.isascii() and _SURROGATE.search(url):  # from a JSON escape: no url, and no uid (sha224 of UTF-8)
+        return None, "bad_url"
     try:
         parts = urlsplit(url)
     except ValueError:

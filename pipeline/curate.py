@@ -3,8 +3,9 @@
 Outputs under ``--out``: ``urls/part-NNNNN.parquet`` (``url``, ``caption``, ``uid``,
 ``entry_ids``, ``keep_prob``, ``source``, ``page_url``: img2dataset reads them as they are),
 ``entry_counts.parquet`` (entry_id, entry, matched, kept), ``rejects/part-NNNNN.parquet`` (every
-dropped row with its reason), ``curation_report.json`` and ``balance.png``. See
-``docs/curation.md``.
+dropped row with its reason), ``curation_report.json`` and ``balance.png``. A run that keeps
+nothing, or under ``--min-kept-ratio`` of the candidates it read, fails with the counts after
+writing the report. See ``docs/curation.md``.
 
 Local (Beam's Python FnApiRunner):
 
@@ -43,7 +44,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import balance, candidates, report
-from pipeline.clean import CleanConfig, clean_caption, clean_url, uid_of
+from pipeline.captions import NOT_TEXT, NOT_UTF8, caption_text
+from pipeline.clean import MAX_CAPTION_CHARS_LIMIT, CleanConfig, clean_caption, clean_url, uid_of
 from pipeline.match import EntryTally, Matcher, load_entries, spaced_form
 from query_list.sources import expand
 from wit.beam import MergeCounts, TolerantParser, run_job, windowed
@@ -64,6 +66,7 @@ class CurateConfig:
     seed: int = 0
     url_shards: int = 16
     rebalance: bool = False
+    min_kept_ratio: float = 0.001
     batch_size: int = 512  # pairs per element between merging and balancing
 
     @property
@@ -73,23 +76,32 @@ class CurateConfig:
     def __post_init__(self) -> None:
         if self.max_per_query < 1 or self.oversample < 1.0 or self.url_shards < 1:
             raise ValueError("--max-per-query and --url-shards must be >= 1, --oversample >= 1.0")
+        if not 0.0 <= self.min_kept_ratio <= 1.0:
+            raise ValueError("--min-kept-ratio must be between 0 and 1")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--pool", action="append", default=None, metavar="GLOB", help="candidate inputs; repeatable")
     parser.add_argument("--pool-format", default="auto", choices=("auto",) + candidates.FORMATS)
-    parser.add_argument("--url-col", default="url")
-    parser.add_argument("--caption-col", default="caption")
+    parser.add_argument("--url-col", default=candidates.DEFAULT_URL_COL,
+                        help="url column of url-list files; a name other than the default must be in every file")
+    parser.add_argument("--caption-col", default=candidates.DEFAULT_CAPTION_COL,
+                        help="caption column of url-list files; a name other than the default must be in every file")
     parser.add_argument("--queries", default=None, metavar="PATH", help="metadata.json from `wit queries`")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (local or gs://)")
     parser.add_argument("--max-per-query", type=int, default=20_000, help="t: pairs kept per entry (in expectation)")
     parser.add_argument("--oversample", type=float, default=1.0, help="keep t x this, for a re-balance after the crawl")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--english-only", action="store_true", help="drop captions py3langid does not call English")
-    parser.add_argument("--max-caption-chars", type=int, default=1000)
+    parser.add_argument("--max-caption-chars", type=int, default=1000,
+                        help=f"longer captions are dropped (caption_too_long); at most {MAX_CAPTION_CHARS_LIMIT:,}")
     parser.add_argument("--url-shards", type=int, default=16, help="number of urls/part-*.parquet files")
     parser.add_argument("--rebalance", action="store_true",
                         help="--pool is crawl/curation parquet with entry_ids: re-count and re-balance only")
+    parser.add_argument("--min-kept-ratio", type=float, default=0.001,
+                        help="fail, with the counts, when kept pairs / candidates read fall below this, and "
+                             "whenever nothing is kept (default 0.001: under 1 in 1,000 is a wrong column or "
+                             "a broken pool, not curation); 0 turns the check off")
 
 
 class CurateOptions(PipelineOptions):
@@ -104,7 +116,7 @@ def config_from_args(args: argparse.Namespace) -> CurateConfig:
         reader=candidates.ReaderConfig(args.pool_format, args.url_col, args.caption_col),
         clean=CleanConfig(max_caption_chars=args.max_caption_chars, english_only=args.english_only),
         max_per_query=args.max_per_query, oversample=args.oversample, seed=args.seed, url_shards=args.url_shards,
-        rebalance=args.rebalance)
+        rebalance=args.rebalance, min_kept_ratio=args.min_kept_ratio)
 
 
 def stat(name: str, count: int = 1):
@@ -127,6 +139,8 @@ class ReadCleanFn(beam.DoFn):
                                                            "caption": None, "detail": raw.detail})
                 continue
             counts["candidates_read"] += 1
+            if raw.caption_issue:  # made text where it was read: kept, and counted
+                counts[raw.caption_issue] += 1
             url, reason = clean_url(raw.url)
             caption = None
             if reason is None:
@@ -134,8 +148,8 @@ class ReadCleanFn(beam.DoFn):
             if reason is not None:
                 counts[f"dropped_{reason}"] += 1
                 yield beam.pvalue.TaggedOutput("rejects", {
-                    "reason": reason, "source": raw.source, "url": raw.url if isinstance(raw.url, str) else None,
-                    "caption": raw.caption if isinstance(raw.caption, str) else None, "detail": ""})
+                    "reason": reason, "source": raw.source, "url": candidates.url_value(raw.url),
+                    "caption": raw.caption, "detail": ""})
                 continue
             yield (uid_of(url), caption), {"url": url, "source": raw.source, "page_url": raw.page_url,
                                            "spaced": spaced_form(caption)}
@@ -351,13 +365,33 @@ def write_rejects(element, out: str, shards: int) -> str:
     import pyarrow.parquet as pq
 
     shard, rows = element
+    names = ("reason", "source", "url", "caption", "detail")
+    rows = [{name: None if row.get(name) is None else caption_text(row[name])[0] for name in names} for row in rows]
     rows = sorted(rows, key=lambda r: (r["reason"], r["source"], r["url"] or "", r["caption"] or ""))
-    schema = pa.schema([(name, pa.string()) for name in ("reason", "source", "url", "caption", "detail")])
+    schema = pa.schema([(name, pa.string()) for name in names])
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), buffer, compression="zstd")
     path = join(out, "rejects", f"part-{shard:05d}-of-{shards:05d}.parquet")
     write_bytes_atomic(path, buffer.getvalue())
     return path
+
+
+class CurationFailed(RuntimeError):
+    """Nothing, or too little, of the pool was kept; the message carries the counts."""
+
+
+def check_kept(figures: dict, min_ratio: float) -> None:
+    """Fail a run that kept nothing, or under ``min_ratio`` of the candidates it read: a wrong
+    column, a mistyped option or a broken pool, which would otherwise end with exit status 0
+    and no url files. The report is written first, so the counts can be looked at."""
+    read, kept = figures["pool_size"], figures["kept_pairs"]
+    if min_ratio <= 0 or (kept and kept >= min_ratio * read):
+        return
+    drops = sorted(figures["dropped"].items(), key=lambda kv: -kv[1])[:5]
+    raise CurationFailed(
+        f"kept {kept} of {read} candidate pairs read (--min-kept-ratio {min_ratio}): "
+        f"bad input records {figures['bad_input_records']}, top drops {dict(drops)}, unique pairs "
+        f"{figures['unique_pairs']}, matched {figures['matched_pairs']}; see curation_report.json and rejects/")
 
 
 def finish(_, stats: dict, matched: dict, kept: dict, config: CurateConfig) -> dict:
@@ -376,7 +410,9 @@ def finish(_, stats: dict, matched: dict, kept: dict, config: CurateConfig) -> d
     write_bytes_atomic(join(config.out, "entry_counts.parquet"), buffer.getvalue())
     summary_config = {**asdict(config), "target": config.target}
     figures = report.summarize(stats, matched, kept, entries, config.max_per_query, summary_config)
+    figures["captions_made_text"] = {name: stats[name] for name in (NOT_TEXT, NOT_UTF8) if stats.get(name)}
     report.write_report(config.out, figures, report.balance_plot(matched, kept, config.max_per_query))
+    check_kept(figures, config.min_kept_ratio)
     return figures
 
 

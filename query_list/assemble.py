@@ -102,8 +102,14 @@ def write_outputs(out: str, entries: list[Entry], stats: dict) -> dict[str, str]
     buffer = io.BytesIO()
     pq.write_table(entries_table(entries), buffer, compression="zstd")
     write_bytes_atomic(paths["entries.parquet"], buffer.getvalue())
-    write_text_atomic(paths["query_stats.json"], json.dumps(stats, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    write_stats(out, stats)
     return paths
+
+
+def write_stats(out: str, stats: dict) -> str:
+    path = join(out, "query_stats.json")
+    write_text_atomic(path, json.dumps(stats, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    return path
 
 
 def entry_to_dict(entry: Entry) -> dict:

@@ -5,6 +5,7 @@ times, the bigrams with the highest PMI among those seen ``--bigram-min-count`` 
 ``--bigram-budget``), titles of articles with at least ``--title-min-views`` views, and every
 WordNet synset's head lemma; ``--target-size`` caps the total. Outputs under ``--out``:
 ``metadata.json`` (the list; index = entry id), ``entries.parquet`` and ``query_stats.json``.
+When no source gives an entry the job fails with the counts (``query_stats.json`` only).
 
 Local (Beam's Python FnApiRunner; the real sample dump, small thresholds):
 
@@ -290,6 +291,10 @@ def make_entry(element) -> Entry | None:
     return entry
 
 
+class EmptyQueryList(RuntimeError):
+    """No source gave an entry (an empty dump, a wrong path, thresholds above every count)."""
+
+
 def finish(entries: list[Entry], stats: dict, bad: list[dict], config: QueryListConfig, wordnet_info: dict) -> dict:
     kept, summary = assemble.order_and_cap(entries, config.target_size)
     counters = dict(sorted(stats.items()))
@@ -309,6 +314,13 @@ def finish(entries: list[Entry], stats: dict, bad: list[dict], config: QueryList
         **summary,
         "other_counters": counters,
     }
+    if not kept:
+        assemble.write_stats(config.out, report)  # the counts, to see why; no empty list for later stages
+        raise EmptyQueryList(
+            f"the query list is empty: {report['documents_read']} documents and {report['tokens_read']} tokens read, "
+            f"{report['pages_seen']} pages seen, skipped {report['pages_skipped']}, bad inputs "
+            f"{len(report['bad_inputs'])}, WordNet {report['inputs'].get('wordnet')}, thresholds "
+            f"{report['thresholds']}; see query_stats.json")
     if not summary["filled"]:
         log.warning("the sources gave %d entries, short of --target-size %d by %d",
                     summary["size"], config.target_size, summary["shortfall"])

@@ -28,7 +28,7 @@ def real_captions(data: Path) -> list[str]:
                                        candidates.ReaderConfig())]
     rows += list(candidates.read(str(data / "captions/img2dataset/test_10000.parquet"),
                                  candidates.ReaderConfig(url_col="URL", caption_col="TEXT")))
-    return [r.caption for r in rows if isinstance(r, candidates.Raw) and isinstance(r.caption, str)]
+    return [r.caption for r in rows if isinstance(r, candidates.Raw) and r.caption]
 
 
 def entry_list(captions: list[str], size: int) -> list[str]:
@@ -127,7 +127,7 @@ def independent_pairs(page: str, target: str) -> list[tuple[str, str | None]]:
     collector = ImgCollector()
     collector.feed(page)
     base = urljoin(target, collector.base) if collector.base else target
-    return [(urljoin(base, src), text or None) for src, text in collector.images]
+    return [(urljoin(base, src), text or "") for src, text in collector.images]  # no text: the empty caption
 
 
 def test_relative_urls_joined_on_real_pages(shared_data):
@@ -370,3 +370,75 @@ def test_gcs_in_and_out(job_inputs, gcs_bucket):
     with fsspec.open(f"{gcs_bucket}/curated/curation_report.json", "rt") as handle:
         report = json.load(handle)
     assert read_urls(f"{gcs_bucket}/curated").num_rows == report["kept_pairs"] > 100
+
+
+# -- hostile pools, wrong columns, empty results (no shared data needed) -----------------------------
+def small_queries(folder: Path) -> str:
+    path = folder / "metadata.json"
+    path.write_text(json.dumps(["dog", "red car", "lighthouse", "café"]))
+    return str(path)
+
+
+def rejects_of(out: Path) -> list[dict]:
+    return pa.concat_tables([pq.read_table(p) for p in sorted((out / "rejects").glob("*.parquet"))]).to_pylist()
+
+
+def test_bad_records_cost_themselves_only_in_the_job(tmp_path):
+    from tests.test_readers import link, wat_payload, warc_member
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "crawl.wat.gz").write_bytes(b"".join([
+        warc_member("metadata", "https://e.org/0", wat_payload("https://a.org/", [link("1.jpg", "a dog on a beach")])),
+        warc_member("metadata", "https://e.org/1", wat_payload("https://b.org/", [
+            link("http://[broken/x.jpg", "a dog"), link("2.jpg", "a red car parked")])),
+        warc_member("metadata", "https://e.org/2", wat_payload("https://c.org/", [link("3.jpg", "a lighthouse")]))]))
+    (pool / "list.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"url": "https://j.org/1.jpg", "caption": 42}, {"url": "https://j.org/2.jpg", "caption": None},
+        {"url": "https://j.org/\ud800.jpg", "caption": "a dog"},
+        {"url": "https://j.org/3.jpg", "caption": "a dog \udce9 in snow"}]) + "\n")
+    (pool / "list.csv").write_text(f"url,caption\nhttps://c.org/1.jpg,{'a dog ' * 40_000}\n"
+                                   "https://c.org/2.jpg,a red car at night\n")
+    out = tmp_path / "out"
+    assert curate.run(["--pool", str(pool / "*"), "--queries", small_queries(tmp_path), "--out", str(out)]) == 0
+    kept = {row["url"]: row["caption"] for row in read_urls(str(out)).to_pylist()}
+    assert kept == {"https://a.org/1.jpg": "a dog on a beach", "https://b.org/2.jpg": "a red car parked",
+                    "https://c.org/3.jpg": "a lighthouse", "https://j.org/3.jpg": "a dog \ufffd in snow",
+                    "https://c.org/2.jpg": "a red car at night"}
+    reasons = Counter((r["reason"], r["url"]) for r in rejects_of(out))
+    assert reasons == Counter({("bad_record", None): 1, ("camera_caption", "https://j.org/1.jpg"): 1,
+                               ("empty_caption", "https://j.org/2.jpg"): 1, ("bad_url", None): 1,
+                               ("caption_too_long", "https://c.org/1.jpg"): 1})
+    assert "does not parse" in next(r["detail"] for r in rejects_of(out) if r["reason"] == "bad_record")
+    report = json.loads((out / "curation_report.json").read_text())
+    assert report["captions_made_text"] == {"caption_not_text": 1, "caption_not_utf8": 1}
+    assert report["bad_input_records"] == 1 and report["kept_pairs"] == 5
+
+
+def test_a_caption_column_the_pool_lacks_fails_the_job_naming_its_columns(tmp_path):
+    (tmp_path / "list.csv").write_text("url,caption\nhttps://x.org/1.jpg,a dog\n")
+    with pytest.raises(Exception, match=r"no column 'strict' \(columns: \['url', 'caption'\]\)"):
+        curate.run(["--pool", str(tmp_path / "list.csv"), "--queries", small_queries(tmp_path),
+                    "--out", str(tmp_path / "out"), "--caption-col", "strict"])
+
+
+def test_a_run_that_keeps_nothing_fails_with_the_counts(tmp_path):
+    rows = "\n".join(f"https://x.org/{i}.jpg,IMG_{1000 + i}.JPG" for i in range(40))
+    (tmp_path / "list.csv").write_text(f"url,caption\n{rows}\n")
+    argv = ["--pool", str(tmp_path / "list.csv"), "--queries", small_queries(tmp_path)]
+    with pytest.raises(Exception, match=r"kept 0 of 40 candidate pairs read .*'filename_caption': 40"):
+        curate.run(argv + ["--out", str(tmp_path / "out")])
+    report = json.loads((tmp_path / "out" / "curation_report.json").read_text())  # written first, to look at
+    assert report["dropped"] == {"filename_caption": 40} and report["kept_pairs"] == 0
+    assert curate.run(argv + ["--out", str(tmp_path / "off"), "--min-kept-ratio", "0"]) == 0  # the check off
+
+
+def test_an_empty_query_list_fails_with_the_counts(tmp_path):
+    from query_list import build
+
+    (tmp_path / "wiki_00").write_text('<doc id="1" url="u" title="Albedo">\nAlbedo is reflection.\n</doc>\n')
+    with pytest.raises(Exception, match=r"the query list is empty: 1 documents and 3 tokens read"):
+        build.run(["--wiki", str(tmp_path / "wiki_00"), "--out", str(tmp_path / "q"), "--no-wordnet",
+                   "--min-count", "50"])
+    assert json.loads((tmp_path / "q" / "query_stats.json").read_text())["size"] == 0
+    assert not (tmp_path / "q" / "metadata.json").exists()  # no empty list for curation to pick up

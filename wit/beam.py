@@ -105,18 +105,23 @@ def _beam_option_classes():
 
 
 def unknown_beam_args(beam_args: Sequence[str]) -> list[str]:
-    """The flags in ``beam_args`` that no Beam option declares (Beam would drop them silently)."""
+    """The arguments in ``beam_args`` that no Beam option takes: unknown flags, and stray
+    values (Beam would drop both silently)."""
     from apache_beam.options.pipeline_options import _BeamArgumentParser
 
     parser = _BeamArgumentParser(allow_abbrev=False)
     for cls in _beam_option_classes():
         cls._add_argparse_args(parser)  # noqa: SLF001
     _, unknown = parser.parse_known_args(list(beam_args))
-    return [arg for arg in unknown if arg.startswith("-")]
+    return unknown
 
 
 def split_args(parser, argv: Sequence[str] | None):
-    """Parse our flags with ``parser``; return ``(args, beam_args)``; unknown flags are an error."""
+    """Parse our flags with ``parser``; return ``(args, beam_args)``; anything neither ours nor
+    Beam's is an error. ``parser`` must not take abbreviations (``allow_abbrev=False``): with
+    ``parse_known_args`` a prefix such as ``--cap`` would silently become ``--caption-col``."""
+    if parser.allow_abbrev:
+        raise ValueError(f"{parser.prog}: build the parser with allow_abbrev=False")
     args, beam_args = parser.parse_known_args(None if argv is None else list(argv))
     unknown = unknown_beam_args(beam_args)
     if unknown:
@@ -165,7 +170,8 @@ def run_job(argv, *, prog: str, doc: str, add_arguments, required: Sequence[str]
     Returns the job's config (for the caller's closing log line)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_arguments(parser)
     args, beam_args = split_args(parser, argv)
     missing = [f"--{name.replace('_', '-')}" for name in required if not getattr(args, name)]

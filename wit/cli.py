@@ -69,9 +69,11 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # No abbreviations anywhere: with them `--cap strict` was taken for `--caption-col strict`.
     parser = argparse.ArgumentParser(
         prog="wit",
         description="wit: CLIP's WIT data engine and trainer (query list -> curation -> crawl -> dedup -> training).",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"wit {_version()}")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (default INFO; env WIT_LOG_LEVEL)")
@@ -80,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
         if command.passthrough:
-            sub.add_parser(name, help=command.help, add_help=False)
+            sub.add_parser(name, help=command.help, add_help=False, allow_abbrev=False)
         else:
-            child = sub.add_parser(name, help=command.help, description=command.help)
+            child = sub.add_parser(name, help=command.help, description=command.help, allow_abbrev=False)
             module = importlib.import_module(command.module)
             if command.arguments:
                 getattr(module, command.arguments)(child)
@@ -103,8 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(command.module)
     entry: Callable = getattr(module, command.entry)
     if command.passthrough:
-        # Everything after the subcommand name goes to the job, which owns its own flags.
+        # Everything after the subcommand name goes to the job, which owns its own flags; what
+        # comes before it is ours, parsed strictly.
         position = argv.index(args.command)
+        parser.parse_args(argv[:position + 1])
         return int(entry(argv[position + 1:]) or 0)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
