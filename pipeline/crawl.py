@@ -29,9 +29,11 @@ Dataflow:
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
+import ssl
 import sys
 import threading
 import time
@@ -45,7 +47,8 @@ import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import crawl_report, exact_duplicates, images, shards
-from pipeline.fetch import FetchConfig, Fetcher
+from pipeline.fetch import FetchConfig, Fetcher, tls_context
+from pipeline.urls import allowed_networks, ascii_host
 from query_list.sources import expand
 from wit.beam import TolerantParser, freeze_long_lived, run_job, worker_processes_per_machine
 from wit.storage import join, write_text_atomic
@@ -109,11 +112,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--per-host-connections", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=10.0, help="total seconds per image")
     parser.add_argument("--max-bytes", type=int, default=20_000_000)
+    parser.add_argument("--max-decode-mb", type=int, default=images.MAX_DECODE_BYTES // 1_000_000,
+                        help="refuse (filtered) an image whose decode would hold more memory than this at its "
+                             "peak, read from its header before decoding")
     parser.add_argument("--retries", type=int, default=2)
     parser.add_argument("--no-robots", dest="robots", action="store_false", default=True,
                         help="do not fetch robots.txt (X-Robots-Tag is still honoured)")
     parser.add_argument("--allow-private-addresses", action="store_true",
-                        help="allow loopback/private hosts (tests and local runs only)")
+                        help="allow every non-public address (tests and local runs only)")
+    parser.add_argument("--allow-network", dest="allow_networks", action="append", default=None, metavar="CIDR",
+                        help="a non-public network to allow all the same, e.g. 127.0.0.0/8 (tests); repeatable")
+    parser.add_argument("--ca-bundle", default=None, metavar="FILE",
+                        help="PEM certificates to trust for https (local or gs://; read once, sent to the "
+                             "workers); default: $SSL_CERT_FILE, $REQUESTS_CA_BUNDLE, else certifi's bundle")
+    parser.add_argument("--resolve", action="append", default=None, metavar="HOST=ADDRESS",
+                        help="use ADDRESS for HOST instead of DNS (as curl --resolve); repeatable")
     parser.add_argument("--min-success-ratio", type=float, default=0.0,
                         help="fail when successes / downloaded images fall below this")
     parser.add_argument("--eval-index", dest="eval_indexes", action="append", default=None, metavar="DIR",
@@ -134,28 +147,72 @@ def config_from_args(args: argparse.Namespace) -> CrawlConfig:
         shard_size=args.shard_size, threads=args.threads_per_worker, image_threads=args.image_threads,
         fetch=FetchConfig(timeout=args.timeout, max_bytes=args.max_bytes, retries=args.retries,
                           per_host=args.per_host_connections, robots=args.robots,
-                          allow_private=args.allow_private_addresses),
+                          allow_private=args.allow_private_addresses,
+                          allow_networks=tuple(allowed_networks_text(args.allow_networks or [])),
+                          ca_pem=read_ca_bundle(args.ca_bundle), hosts=resolve_pairs(args.resolve or [])),
         image=images.ImageConfig(image_size=args.image_size, resize_mode=args.resize_mode,
                                  encode_format=args.encode_format, encode_quality=args.encode_quality,
-                                 min_image_size=args.min_image_size, max_aspect_ratio=args.max_aspect_ratio),
+                                 min_image_size=args.min_image_size, max_aspect_ratio=args.max_aspect_ratio,
+                                 max_decode_bytes=args.max_decode_mb * 1_000_000),
         min_success_ratio=args.min_success_ratio, eval_indexes=args.eval_indexes or [],
         min_inliers=args.eval_min_inliers)
 
 
-# -- reading url lists ---------------------------------------------------------------------------
-def read_table(path: str):
-    import pyarrow.csv as pacsv
-    import pyarrow.json as pajson
-    import pyarrow.parquet as pq
+def allowed_networks_text(values: list[str]) -> list[str]:
+    """``--allow-network`` values, checked here so that a typo fails at launch."""
+    try:
+        return [str(network) for network in allowed_networks(values)]
+    except ValueError as exc:
+        raise ValueError(f"--allow-network: {exc}") from exc
 
-    name = path.rsplit("/", 1)[-1].lower()
-    with fsspec.open(path, "rb", compression="infer") as handle:
-        if ".parquet" in name:
-            return pq.read_table(handle)
-        if ".jsonl" in name or ".json" in name:
-            return pajson.read_json(handle)
-        delimiter = "\t" if ".tsv" in name or ".txt" in name else ","
-        return pacsv.read_csv(handle, parse_options=pacsv.ParseOptions(delimiter=delimiter))
+
+def read_ca_bundle(path: str | None) -> str:
+    """The PEM text of ``--ca-bundle`` (workers get the text, not a path they may not have)."""
+    if not path:
+        return ""
+    with fsspec.open(path, "rt") as handle:
+        text = handle.read()
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ValueError(f"--ca-bundle {path}: no PEM certificate in it")
+    try:
+        tls_context(text)
+    except ssl.SSLError as exc:
+        raise ValueError(f"--ca-bundle {path}: {exc}") from exc
+    return text
+
+
+def resolve_pairs(values: list[str]) -> dict[str, str]:
+    """``--resolve HOST=ADDRESS`` values as a mapping (names as IDNA, addresses checked)."""
+    pairs = {}
+    for value in values:
+        host, sep, address = value.partition("=")
+        try:
+            pairs[ascii_host(host.strip())] = str(ipaddress.ip_address(address.strip()))
+        except ValueError as exc:
+            raise ValueError(f"--resolve {value!r}: want HOST=ADDRESS ({exc})") from exc
+    return pairs
+
+
+# -- reading url lists ---------------------------------------------------------------------------
+def read_table(path: str, start: int = 0, end: int | None = None) -> tuple[list[str], list[dict]]:
+    """The column names of a url list and its rows ``start:end`` as dicts of the values found
+    (for csv, tsv and jsonl the names are the keys of those rows). Parquet through pyarrow; csv,
+    tsv and jsonl record by record (:func:`pipeline.candidates.url_list_rows`), where one ragged
+    row, one over-long line or one caption of another JSON type would fail pyarrow's reader,
+    and with it the whole file: a record that does not parse keeps its place, empty."""
+    import itertools
+
+    from pipeline.candidates import url_list_rows
+
+    if ".parquet" in path.rsplit("/", 1)[-1].lower():
+        import pyarrow.parquet as pq
+
+        with fsspec.open(path, "rb") as handle:
+            table = pq.read_table(handle)
+        stop = table.num_rows if end is None else min(end, table.num_rows)
+        return table.column_names, table.slice(start, max(0, stop - start)).to_pylist()
+    rows = list(itertools.islice(url_list_rows(path), start, end))
+    return list(dict.fromkeys(key for row in rows for key in row)), rows
 
 
 def row_count(path: str) -> int:
@@ -165,7 +222,9 @@ def row_count(path: str) -> int:
 
         with fsspec.open(path, "rb") as handle:
             return pq.ParquetFile(handle).metadata.num_rows
-    return read_table(path).num_rows
+    from pipeline.candidates import url_list_rows
+
+    return sum(1 for _ in url_list_rows(path))
 
 
 def plan_shards(paths: list[str], shard_size: int) -> list[ShardTask]:
@@ -179,17 +238,33 @@ def plan_shards(paths: list[str], shard_size: int) -> list[ShardTask]:
 
 
 def shard_rows(task: ShardTask, config: CrawlConfig) -> list[dict]:
-    table = read_table(task.path).slice(task.start, task.end - task.start)
-    names = table.column_names
-    lowered = {n.lower(): n for n in names}
-    url_col = config.url_col if config.url_col in names else lowered.get(config.url_col.lower())
-    if url_col is None:
-        raise ValueError(f"{task.path}: no url column {config.url_col!r} (columns: {names})")
-    caption_col = config.caption_col if config.caption_col in names else lowered.get(config.caption_col.lower())
-    columns = {"url": url_col, "caption": caption_col, "uid": "uid" if "uid" in names else None,
-               "entry_ids": "entry_ids" if "entry_ids" in names else None}
-    data = {key: table.column(col).to_pylist() if col else [None] * table.num_rows for key, col in columns.items()}
-    return [{key: data[key][i] for key in columns} for i in range(table.num_rows)]
+    """The shard's rows as the crawl takes them: ``url`` text or None, ``caption`` text (made
+    so where the file held a number, bytes or null; counted by reason in the Beam counters
+    ``wit.crawl/caption_not_text`` and ``caption_not_utf8``), ``uid`` and ``entry_ids`` as
+    found. A file without the url column, or without a caption column named other than the
+    default, is an error naming the columns it has."""
+    from collections import Counter
+
+    from pipeline.candidates import find_columns, url_value
+    from pipeline.captions import caption_text
+
+    names, rows = read_table(task.path, task.start, task.end)
+    url_col = caption_col = None
+    if names:  # none when every record of the shard failed to parse: each is then a missing url
+        url_col, caption_col = find_columns(names, config.url_col, config.caption_col, task.path)
+        if url_col is None:
+            raise ValueError(f"{task.path}: no url column {config.url_col!r} (columns: {names})")
+    issues: Counter = Counter()
+    taken = []
+    for row in rows:
+        caption, issue = caption_text(row.get(caption_col) if caption_col else None)
+        issues[issue] += 1
+        taken.append({"url": url_value(row.get(url_col)) if url_col else None, "caption": caption,
+                      "uid": row.get("uid"), "entry_ids": row.get("entry_ids")})
+    for issue, count in issues.items():
+        if issue:
+            beam.metrics.Metrics.counter("wit.crawl", issue).inc(count)
+    return taken
 
 
 # -- one shard -------------------------------------------------------------------------------------
@@ -204,15 +279,34 @@ def image_threads(config: CrawlConfig, cores: int | None = None) -> int:
 
 def crawl_one(fetcher: Fetcher, key: str, row: dict, config: CrawlConfig, detector=None,
               cpu_slot=nullcontext()) -> shards.Sample:
-    """One url -> its sample. The image work runs inside ``cpu_slot`` (a semaphore shared by the
-    worker's download threads): the downloads stay many, the CPU-bound decoding stays at about
-    one thread per core instead of every thread contending for the cores and the GIL."""
+    """One url -> its sample, whatever happens: an exception anywhere in the work of one url
+    (none is expected: the fetch, the image code and the detector each return statuses) is
+    that url's ``failed_to_download`` or ``failed_to_resize`` row with the exception named,
+    never the shard's failure."""
+    progress: dict = {}
+    try:
+        return _crawl_one(fetcher, key, row, config, detector, cpu_slot, progress)
+    except Exception as exc:  # noqa: BLE001 - the last resort of the error policy: one url, one row
+        log.exception("url %s of key %s raised", row.get("url"), key)
+        url = row.get("url")
+        return shards.Sample(key=key, url=url if isinstance(url, str) else "", caption=row.get("caption"),
+                             uid=row.get("uid"), entry_ids=row.get("entry_ids"),
+                             status="failed_to_resize" if progress.get("fetched") else "failed_to_download",
+                             error_message=f"internal error {type(exc).__name__}: {exc}"[:300])
+
+
+def _crawl_one(fetcher: Fetcher, key: str, row: dict, config: CrawlConfig, detector, cpu_slot,
+               progress: dict) -> shards.Sample:
+    """The image work runs inside ``cpu_slot`` (a semaphore shared by the worker's download
+    threads): the downloads stay many, the CPU-bound decoding stays at about one thread per
+    core instead of every thread contending for the cores and the GIL."""
     url, caption = row["url"], row["caption"]
     base = dict(key=key, url=url if isinstance(url, str) else "", caption=caption, uid=row.get("uid"),
                 entry_ids=row.get("entry_ids"))
     if not isinstance(url, str) or not url.strip():
         return shards.Sample(status="failed_to_download", error_message="missing url", **base)
     fetched = fetcher.fetch(url.strip())
+    progress["fetched"] = True
     base.update(final_url=fetched.final_url or None, attempts=fetched.attempts)
     if fetched.status != "ok":
         status = {"failed": "failed_to_download"}.get(fetched.status, fetched.status)
@@ -295,6 +389,8 @@ def finish(all_stats: list[dict], top_hosts: list, config: CrawlConfig, started:
 def build_pipeline(pipeline, config: CrawlConfig) -> None:
     config = replace(config, worker_processes=worker_processes_per_machine(pipeline.options))
     tasks = plan_shards(expand(config.urls), config.shard_size)
+    for path in sorted({task.path for task in tasks}):  # a missing column fails here, before any download
+        shard_rows(ShardTask(-1, path, 0, 1), config)
     started = time.time()
     side = []
     if config.eval_indexes:

@@ -1,50 +1,72 @@
 """A polite, bounded image fetcher: one per worker, shared by its download threads.
 
 Every fetch ends with a :class:`Fetched` whose ``status`` is one of ``ok``, ``failed``,
-``opted_out`` or ``blocked`` and whose ``reason`` says why. Guarantees:
+``opted_out`` or ``blocked`` and whose ``reason`` says why; :meth:`Fetcher.fetch` never raises,
+whatever the url, the server or the bytes do. Guarantees:
 
-- a **total deadline** per image (not per socket read: a server dripping bytes or hanging is
-  cut off at ``timeout`` seconds), and a **byte cap** (``max_bytes``, checked against
+- **one total deadline** per image (``timeout``) covering DNS, connect, TLS, request, headers,
+  body, redirects, retries and the wait for robots.txt, for every response framing
+  (:mod:`pipeline.deadline`), and a **byte cap** (``max_bytes``, checked against
   ``Content-Length`` and while reading);
+- urls made safe to request or refused with the reason (:mod:`pipeline.urls`): bad ports,
+  broken IPv6 literals, internationalised names (sent as IDNA), spaces and control characters;
 - redirects followed by hand, at most ``max_redirects``, each hop checked like the first;
-- only http(s); hosts resolving to loopback, private, link-local, multicast, reserved or
-  unspecified addresses, and cloud metadata names, are **refused before connecting**
-  (``allow_private`` lifts this for tests and local runs). The check resolves the name once and
-  the connection goes to the address it checked (the ``Host`` header and TLS name stay the
-  url's), so a DNS answer that changes in between (rebinding) reaches nothing;
+- only http(s) to **globally routable addresses**, IPv4 addresses embedded in IPv6 forms
+  included, refused before connecting (``allow_private`` lifts this for tests and local runs).
+  The name is resolved once and the connection goes to the address that was checked (the
+  ``Host`` header and TLS name stay the url's), so a DNS answer that changes in between
+  (rebinding) reaches nothing;
 - 429 and 5xx retried with exponential backoff, honouring ``Retry-After`` (capped);
-- at most ``per_host`` connections to one host at a time; one DNS lookup per host, not per url
-  (:class:`DnsCache`);
-- ``robots.txt`` of the image host fetched once, cached, and honoured for our User-Agent;
-  ``X-Robots-Tag`` opt-outs (``noai``, ``noimageai``, ``noindex``, ``noimageindex``, ``none``,
-  also when scoped to our agent) honoured: the image is not stored.
+- at most ``per_host`` connections to one origin at a time, the slot released whatever
+  happens; one DNS lookup per host, not per url (:class:`DnsCache`);
+- robots.txt per RFC 9309 (:mod:`pipeline.robots`), and ``X-Robots-Tag`` opt-outs (``noai``,
+  ``noimageai``, ``noindex``, ``noimageindex``, ``none``, also when scoped to our agent): the
+  image is not stored;
+- TLS verified against ``ca_pem`` (the text of ``--ca-bundle``), else the bundle named by
+  ``SSL_CERT_FILE`` or ``REQUESTS_CA_BUNDLE``, else certifi's.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import os
+import re
 import socket
+import ssl
 import threading
 import time
-import urllib.robotparser
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from email.utils import parsedate_to_datetime
+from http.client import HTTPException
+from urllib.parse import urljoin
 
 import certifi
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.exceptions import SSLError as Urllib3SSLError
+from urllib3.util.ssl_ import create_urllib3_context
+
+from pipeline import robots as robots_txt
+from pipeline.deadline import (Deadline, DeadlineExceeded, Watchdog, WatchedHTTPConnection,
+                               WatchedHTTPSConnection, scope)
+from pipeline.urls import (BadUrl, Refused, Target, allowed_networks, check_addresses, check_host_name,
+                           parse_target)
 
 USER_AGENT = "witbot/0.1 (+https://github.com/wit-clip/wit; image-dataset research crawler; opt out: robots.txt or X-Robots-Tag: noai)"
 AGENT_TOKEN = "witbot"
 OPT_OUT_TOKENS = {"noai", "noimageai", "noindex", "noimageindex", "none"}
-METADATA_HOSTS = {"metadata.google.internal", "metadata", "metadata.goog", "instance-data", "169.254.169.254"}
+REDIRECTS = (301, 302, 303, 307, 308)
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+__all__ = ["AGENT_TOKEN", "BadUrl", "DnsCache", "FetchConfig", "Fetched", "Fetcher", "Refused", "USER_AGENT",
+           "parse_content_length", "parse_retry_after", "robots_opt_out"]
 
 
 @dataclass(frozen=True)
 class FetchConfig:
-    timeout: float = 10.0  # total seconds per image, redirects and retries included
+    timeout: float = 10.0  # total seconds per image: DNS to last byte, redirects, retries, robots.txt
     max_bytes: int = 20_000_000
     max_redirects: int = 5
     retries: int = 2
@@ -52,9 +74,13 @@ class FetchConfig:
     max_retry_after: float = 10.0
     per_host: int = 16
     robots: bool = True
+    robots_error_ttl: float = 60.0  # seconds an unreachable robots.txt disallows before it is asked again
     allow_private: bool = False
+    allow_networks: tuple[str, ...] = ()  # non-public networks allowed all the same (tests: 127.0.0.0/8)
     dns_ttl: float = 300.0  # seconds a host's addresses (and 30 s a failed lookup) are kept
     user_agent: str = USER_AGENT
+    ca_pem: str = ""  # PEM certificates to trust instead of the default bundle (--ca-bundle's text)
+    hosts: dict[str, str] = field(default_factory=dict)  # host -> address, in place of DNS (--resolve)
 
 
 @dataclass
@@ -68,82 +94,54 @@ class Fetched:
     http_status: int | None = None
 
 
-class Refused(Exception):
-    """The address or the scheme is not one we fetch from (status ``blocked``)."""
+@dataclass
+class _Redirect:
+    location: str
+    code: int
 
 
-def _getaddrinfo(host: str, port: int) -> list[str]:
-    return [info[4][0].split("%")[0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+@dataclass
+class _Retry:
+    code: int
+    retry_after: float | None
 
 
-class DnsCache:
-    """``resolve`` with its answers kept ``ttl`` seconds per (host, port) and its failures
-    ``negative_ttl`` seconds: one lookup per host and not per url (``getaddrinfo`` keeps nothing
-    unless the machine runs a caching resolver, and a crawl asks for the same hosts all day).
-    Rebinding gains nothing from it: connections go to the address that was checked."""
-
-    def __init__(self, resolve, ttl: float = 300.0, negative_ttl: float = 30.0, max_entries: int = 100_000) -> None:
-        self.resolve, self.ttl, self.negative_ttl, self.max_entries = resolve, ttl, negative_ttl, max_entries
-        self.entries: OrderedDict[tuple[str, int], tuple[float, list[str] | tuple]] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def __call__(self, host: str, port: int) -> list[str]:
-        key, now = (host, port), time.monotonic()
-        with self.lock:
-            hit = self.entries.get(key)
-        if hit is not None and hit[0] > now:
-            if isinstance(hit[1], tuple):  # a failure: raised afresh each time
-                raise socket.gaierror(*hit[1])
-            return hit[1]
-        try:
-            answer = self.resolve(host, port)
-        except (socket.gaierror, UnicodeError) as exc:
-            self._keep(key, now + self.negative_ttl, tuple(exc.args) if isinstance(exc, socket.gaierror) else
-                       (socket.EAI_NONAME, str(exc)))
-            raise
-        self._keep(key, now + self.ttl, answer)
-        return answer
-
-    def _keep(self, key: tuple[str, int], expires: float, value) -> None:
-        with self.lock:
-            self.entries[key] = (expires, value)
-            self.entries.move_to_end(key)
-            while len(self.entries) > self.max_entries:
-                self.entries.popitem(last=False)
+class LookupFailed(Exception):
+    """DNS gave no usable answer (status ``failed_to_download``)."""
 
 
-def check_address(url: str, allow_private: bool, resolve=_getaddrinfo) -> str:
-    """Raise :class:`Refused` for a url we must not connect to; otherwise return the address to
-    connect to: the one checked (``allow_private`` keeps the resolution, lifts the refusal)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise Refused(f"scheme {parts.scheme!r} is not http(s)")
-    host = (parts.hostname or "").lower().rstrip(".")
-    if not host:
-        raise Refused("no host")
-    if host in METADATA_HOSTS:
-        raise Refused(f"cloud metadata host {host}")
+# -- headers ---------------------------------------------------------------------------------------
+def parse_content_length(values: list[str]) -> int | None:
+    """The declared body length: None when absent; ValueError when it is not ASCII digits or
+    the values disagree (a response that lies about its framing is not read)."""
+    lengths = {value.strip() for joined in values for value in joined.split(",")}
+    if not lengths:
+        return None
+    if len(lengths) > 1 or not _DIGITS.fullmatch(next(iter(lengths))):
+        raise ValueError(f"bad Content-Length {', '.join(sorted(lengths))[:60]!r}")
+    return int(next(iter(lengths)))
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP date); None when
+    the value is absent or unreadable."""
+    value = (value or "").strip()
+    if _DIGITS.fullmatch(value):
+        return float(value)
     try:
-        addresses = resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
-    except (socket.gaierror, UnicodeError) as exc:
-        raise ConnectionError(f"DNS lookup failed for {host}: {exc}") from exc
-    if not addresses:
-        raise ConnectionError(f"DNS lookup for {host} returned no address")
-    for text in [] if allow_private else addresses:
-        address = ipaddress.ip_address(text)
-        if (address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
-                or address.is_reserved or address.is_unspecified):
-            raise Refused(f"{host} resolves to a non-public address {address}")
-    return addresses[0]
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
 
 
 def robots_opt_out(header_values: list[str], agent: str = AGENT_TOKEN) -> str | None:
     """The opt-out token that applies to us in X-Robots-Tag values, if any."""
     for value in header_values:
-        scope, colon, rest = value.partition(":")
+        scope_, colon, rest = value.partition(":")
         directives = value
-        if colon and " " not in scope.strip() and scope.strip().lower() not in OPT_OUT_TOKENS:
-            if scope.strip().lower() not in (agent, "*"):
+        if colon and " " not in scope_.strip() and scope_.strip().lower() not in OPT_OUT_TOKENS:
+            if scope_.strip().lower() not in (agent, "*"):
                 continue  # addressed to another crawler
             directives = rest
         for token in directives.replace(",", " ").split():
@@ -152,272 +150,372 @@ def robots_opt_out(header_values: list[str], agent: str = AGENT_TOKEN) -> str | 
     return None
 
 
+def _decode_location(value: str) -> str:
+    """http.client reads header bytes as latin-1; servers send UTF-8 in Location."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
+# -- DNS -------------------------------------------------------------------------------------------
+def _getaddrinfo(host: str, port: int) -> list[str]:
+    return [info[4][0].split("%")[0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+class DnsCache:
+    """``resolve`` with its answers kept ``ttl`` seconds per (host, port) and its failures
+    ``negative_ttl`` seconds: one lookup per host and not per url (``getaddrinfo`` keeps nothing
+    unless the machine runs a caching resolver, and a crawl asks for the same hosts all day).
+    Lookups run in a small pool so that a caller waits at most ``timeout`` seconds (a resolver
+    can take far longer than a fetch's deadline), and concurrent callers of one host share one
+    lookup. Rebinding gains nothing from it: connections go to the address that was checked."""
+
+    def __init__(self, resolve, ttl: float = 300.0, negative_ttl: float = 30.0, max_entries: int = 100_000,
+                 workers: int = 16) -> None:
+        self.resolve, self.ttl, self.negative_ttl, self.max_entries = resolve, ttl, negative_ttl, max_entries
+        self.entries: OrderedDict[tuple[str, int], tuple[float, list[str] | tuple]] = OrderedDict()
+        self.pending: dict[tuple[str, int], Future] = {}
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="wit-dns")
+
+    def __call__(self, host: str, port: int, timeout: float | None = None) -> list[str]:
+        key, now = (host, port), time.monotonic()
+        with self.lock:
+            hit = self.entries.get(key)
+            if hit is None or hit[0] <= now:
+                future = self.pending.get(key)
+                if future is None:
+                    future = self.pending[key] = self.pool.submit(self._lookup, key)
+        if hit is not None and hit[0] > now:
+            return self._answer(hit[1])
+        try:
+            return self._answer(future.result(timeout=timeout))
+        except FutureTimeout:
+            raise DeadlineExceeded(f"deadline exceeded in the DNS lookup of {host}") from None
+
+    @staticmethod
+    def _answer(value):
+        if isinstance(value, tuple):  # a failure: raised afresh each time
+            raise socket.gaierror(*value)
+        return value
+
+    def _lookup(self, key: tuple[str, int]):
+        try:
+            value = self.resolve(*key)
+            expires = time.monotonic() + self.ttl
+        except (OSError, UnicodeError, ValueError) as exc:
+            value = tuple(exc.args) if isinstance(exc, socket.gaierror) else (socket.EAI_NONAME, str(exc))
+            expires = time.monotonic() + self.negative_ttl
+        with self.lock:
+            self.pending.pop(key, None)
+            self.entries[key] = (expires, value)
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.max_entries:
+                self.entries.popitem(last=False)
+        return value
+
+
+# -- connections -----------------------------------------------------------------------------------
+class _Pool(urllib3.HTTPConnectionPool):
+    ConnectionCls = WatchedHTTPConnection
+
+
+class _TlsPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = WatchedHTTPSConnection
+
+
+def tls_context(ca_pem: str = "") -> ssl.SSLContext:
+    """Certificates verified and names checked, against ``ca_pem``, else ``SSL_CERT_FILE`` or
+    ``REQUESTS_CA_BUNDLE``, else certifi's bundle."""
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    if ca_pem:
+        context.load_verify_locations(cadata=ca_pem)
+    else:
+        bundle = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where()
+        context.load_verify_locations(cafile=bundle)
+    return context
+
+
 @dataclass
-class _HostState:
+class _Origin:
+    """Connection slots of one origin; ``users`` counts fetches holding or waiting for one, so an
+    idle origin can be forgotten."""
+
     gate: threading.BoundedSemaphore
-    robots: urllib.robotparser.RobotFileParser | None = None
-    robots_lock: threading.Lock = field(default_factory=threading.Lock)
-    robots_loaded: bool = False
-
-
-class Watchdog:
-    """One thread that cuts connections at their deadline. A socket read timeout cannot stop a
-    server that drips a byte now and then (each read succeeds), and urllib3 keeps reading until
-    its chunk is full; shutting the socket down from here ends the read at once."""
-
-    def __init__(self) -> None:
-        import heapq
-
-        self._heapq = heapq
-        self._heap: list[tuple[float, int, object]] = []
-        self._cancelled: set[int] = set()
-        self._ids = iter(range(1 << 62))
-        self._wake = threading.Condition()
-        threading.Thread(target=self._run, name="wit-fetch-watchdog", daemon=True).start()
-
-    def arm(self, deadline: float, sock) -> int:
-        with self._wake:
-            token = next(self._ids)
-            self._heapq.heappush(self._heap, (deadline, token, sock))
-            if self._heap[0][1] == token:  # only an earlier deadline needs the thread awake
-                self._wake.notify()
-            return token
-
-    def disarm(self, token: int) -> None:
-        with self._wake:
-            self._cancelled.add(token)
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._heap:
-                    self._wake.wait()
-                deadline, token, sock = self._heap[0]
-                wait = deadline - time.monotonic()
-                if wait > 0:
-                    self._wake.wait(timeout=wait)
-                    continue
-                self._heapq.heappop(self._heap)
-                if token in self._cancelled:
-                    self._cancelled.discard(token)
-                    continue
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    users: int = 0
 
 
 def _release(response) -> None:
     """Back to its pool: kept alive when the body was read to the end, closed otherwise."""
-    if not response.isclosed():
-        response.close()
-    response.release_conn()
-    gate = getattr(response, "_wit_gate", None)
-    if gate is not None:
-        response._wit_gate = None
-        gate.release()
+    try:
+        if not response.isclosed():
+            response.close()
+    finally:
+        response.release_conn()
+
+
+def _failure(exc: BaseException, deadline: Deadline) -> str:
+    """The reason for a failed exchange; a connection cut by the watchdog reads as the deadline."""
+    if deadline.passed() or isinstance(exc, DeadlineExceeded):
+        return "deadline exceeded"
+    if isinstance(exc, (Urllib3SSLError, ssl.SSLError)):
+        return f"TLS: {exc}"[:300]
+    if "timed out" in str(exc).lower():
+        return "deadline exceeded"
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 class Fetcher:
     """One per worker, shared by its download threads. HTTP through urllib3 connection pools,
-    one per (scheme, host, port, checked address), the least recently used closed past
-    ``MAX_POOLS``."""
+    one per (origin, checked address), the least recently used closed past ``MAX_POOLS``."""
 
     MAX_POOLS = 512
+    MAX_ORIGINS = 20_000  # idle origins' slot counters kept before the oldest are dropped
 
     def __init__(self, config: FetchConfig, resolve=_getaddrinfo) -> None:
         self.config = config
-        # host, port -> addresses (the system resolver; tests give their own), answers cached per host
+        if config.hosts:
+            fixed, fallback = dict(config.hosts), resolve
+            resolve = lambda host, port: [fixed[host]] if host in fixed else fallback(host, port)  # noqa: E731
         self.resolve = DnsCache(resolve, ttl=config.dns_ttl)
+        self.allow = allowed_networks(config.allow_networks)
+        self.tls = tls_context(config.ca_pem)
         self.pools: OrderedDict[tuple, urllib3.HTTPConnectionPool] = OrderedDict()
-        self.hosts: dict[str, _HostState] = {}
+        self.origins: OrderedDict[str, _Origin] = OrderedDict()
         self.lock = threading.Lock()
         self.watchdog = Watchdog()
+        self.robots = robots_txt.RobotsCache(self._load_robots, error_ttl=config.robots_error_ttl)
 
-    def _host(self, netloc: str) -> _HostState:
+    # -- the public call -------------------------------------------------------------------------
+    def fetch(self, url: str) -> Fetched:
+        deadline = Deadline(self.config.timeout)
+        self.watchdog.arm(deadline)
+        try:
+            with scope(deadline):
+                return self._fetch(url, deadline)
+        except Exception as exc:  # noqa: BLE001 - the last resort: a fetch never raises
+            return Fetched(url if isinstance(url, str) else repr(url), "failed",
+                           f"internal error {type(exc).__name__}: {exc}"[:300])
+        finally:
+            deadline.close()
+
+    def _fetch(self, url: str, deadline: Deadline) -> Fetched:
+        config = self.config
+        current, attempts, hops = url, 0, 0
+        while True:
+            final = current if hops else ""
+            if deadline.passed():
+                return Fetched(url, "failed", "deadline exceeded", final_url=final, attempts=attempts)
+            try:
+                target = parse_target(current)
+                address = self._address(target, deadline)
+            except BadUrl as exc:
+                return Fetched(url, "failed", f"invalid url: {exc}"[:300], final_url=final, attempts=attempts)
+            except Refused as exc:
+                return Fetched(url, "blocked", str(exc)[:300], final_url=final, attempts=attempts)
+            except (LookupFailed, DeadlineExceeded) as exc:
+                return Fetched(url, "failed", str(exc)[:300], final_url=final, attempts=attempts)
+            if config.robots:
+                verdict = self._robots_verdict(target, deadline)
+                if verdict is not None:
+                    status, reason = verdict
+                    return Fetched(url, status, reason, final_url=final, attempts=attempts)
+            attempts += 1
+            outcome = self._exchange(target, address, deadline, for_robots=False)
+            if isinstance(outcome, Fetched):
+                outcome.url, outcome.attempts = url, attempts
+                outcome.final_url = outcome.final_url or final
+                return outcome
+            if isinstance(outcome, _Redirect):
+                hops += 1
+                if hops > config.max_redirects:
+                    return Fetched(url, "failed", f"more than {config.max_redirects} redirects",
+                                   final_url=final, attempts=attempts, http_status=outcome.code)
+                try:
+                    current = urljoin(target.url, outcome.location)
+                except ValueError as exc:
+                    return Fetched(url, "failed", f"invalid redirect Location: {exc}"[:300], final_url=final,
+                                   attempts=attempts, http_status=outcome.code)
+                continue
+            # a _Retry: 429 or 5xx
+            if attempts > config.retries:
+                return Fetched(url, "failed", f"HTTP {outcome.code} after {attempts} attempts",
+                               final_url=final, attempts=attempts, http_status=outcome.code)
+            wait = config.backoff * (2 ** (attempts - 1))
+            if outcome.retry_after is not None:
+                wait = max(wait, min(outcome.retry_after, config.max_retry_after))
+            if wait >= deadline.remaining():
+                return Fetched(url, "failed", f"HTTP {outcome.code}; retry would pass the deadline",
+                               final_url=final, attempts=attempts, http_status=outcome.code)
+            time.sleep(wait)
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _address(self, target: Target, deadline: Deadline) -> str:
+        """The checked address to connect to (:class:`Refused` when it is not public)."""
+        check_host_name(target.host)
+        try:
+            addresses = self.resolve(target.host, target.port, timeout=deadline.check("before the DNS lookup"))
+        except (OSError, UnicodeError) as exc:
+            raise LookupFailed(f"DNS lookup failed for {target.host}: {exc}"[:300]) from exc
+        return check_addresses(target.host, addresses, self.config.allow_private, self.allow)
+
+    def _robots_verdict(self, target: Target, deadline: Deadline) -> tuple[str, str] | None:
+        """None when robots.txt lets us fetch ``target``; else (status, reason)."""
+        rules = self.robots.rules(target.origin, deadline.remaining())
+        if rules is None:
+            return "failed", "deadline exceeded waiting for robots.txt"
+        if rules.allows(target.url, AGENT_TOKEN):
+            return None
+        if rules.transient:  # the host failed to answer: not an opt-out, but not fetched either
+            return "failed", f"not fetched: {rules.reason}"[:300]
+        return "opted_out", "disallowed by robots.txt"
+
+    def _origin(self, origin: str, delta: int) -> _Origin:
         with self.lock:
-            state = self.hosts.get(netloc)
+            state = self.origins.get(origin)
             if state is None:
-                state = self.hosts[netloc] = _HostState(threading.BoundedSemaphore(self.config.per_host))
+                state = self.origins[origin] = _Origin(threading.BoundedSemaphore(self.config.per_host))
+                if len(self.origins) > self.MAX_ORIGINS:
+                    for key in [k for k, s in self.origins.items() if s.users == 0][: len(self.origins) // 4]:
+                        del self.origins[key]
+            self.origins.move_to_end(origin)
+            state.users += delta
             return state
 
-    def _pool(self, scheme: str, host: str, port: int, address: str) -> urllib3.HTTPConnectionPool:
-        key = (scheme, host, port, address)
+    def _pool(self, target: Target, address: str) -> urllib3.HTTPConnectionPool:
+        key = (target.scheme, target.host, target.port, address)
         with self.lock:
             pool = self.pools.get(key)
             if pool is not None:
                 self.pools.move_to_end(key)
                 return pool
             size = max(self.config.per_host, 1)
-            if scheme == "https":
-                pool = urllib3.HTTPSConnectionPool(address, port, maxsize=size, server_hostname=host,
-                                                   assert_hostname=host, cert_reqs="CERT_REQUIRED",
-                                                   ca_certs=certifi.where())
+            if target.scheme == "https":
+                pool = _TlsPool(address, target.port, maxsize=size, server_hostname=target.host,
+                                assert_hostname=target.host, ssl_context=self.tls)
             else:
-                pool = urllib3.HTTPConnectionPool(address, port, maxsize=size)
+                pool = _Pool(address, target.port, maxsize=size)
             self.pools[key] = pool
             while len(self.pools) > self.MAX_POOLS:
                 _, old = self.pools.popitem(last=False)
                 old.close()
             return pool
 
-    def _request(self, url: str, address: str, timeout: urllib3.Timeout):
-        """One GET, no redirects followed, body not read: the response."""
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        pool = self._pool(parts.scheme, (parts.hostname or "").lower(), port, address)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "User-Agent": self.config.user_agent,
-                   "Accept": "image/*,*/*;q=0.8"}
-        return pool.urlopen("GET", target, headers=headers, redirect=False, retries=False, timeout=timeout,
-                            preload_content=False, assert_same_host=False)
-
-    def _allowed_by_robots(self, url: str, address: str, deadline: float) -> bool:
-        parts = urlsplit(url)
-        state = self._host(f"{parts.scheme}://{parts.netloc}")
-        with state.robots_lock:
-            if not state.robots_loaded:
-                state.robots = self._load_robots(f"{parts.scheme}://{parts.netloc}/robots.txt", address, deadline)
-                state.robots_loaded = True
-        return state.robots is None or state.robots.can_fetch(AGENT_TOKEN, url)
-
-    def _load_robots(self, robots_url: str, address: str,
-                     deadline: float) -> urllib.robotparser.RobotFileParser | None:
-        """None means 'no rules' (404 or unreachable robots.txt: crawlers treat that as allowed,
-        except a 401/403, which means everything is disallowed). Redirects are followed, each
-        hop checked like an image url."""
-        parser = urllib.robotparser.RobotFileParser(robots_url)
-        current = robots_url
-        for _ in range(self.config.max_redirects + 1):
-            remaining = max(0.1, min(5.0, deadline - time.monotonic()))
-            try:
-                response = self._request(current, address, urllib3.Timeout(connect=remaining, read=remaining))
-                body = response.read(decode_content=True, amt=512_000)
-                _release(response)
-            except (Urllib3Error, OSError):
-                return None
-            code = response.status
-            if code in (301, 302, 303, 307, 308) and response.headers.get("Location"):
-                current = urljoin(current, response.headers["Location"])
-                try:
-                    address = check_address(current, self.config.allow_private, self.resolve)
-                except (Refused, ConnectionError):
-                    return None
-                continue
-            if code in (401, 403):
-                parser.disallow_all = True
-                return parser
-            if code >= 400:
-                return None
-            parser.parse(body.decode("utf-8", "replace").splitlines())
-            return parser
-        return None
-
-    def fetch(self, url: str) -> Fetched:
-        config = self.config
-        deadline = time.monotonic() + config.timeout
-        current, attempts, hops = url, 0, 0
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return Fetched(url, "failed", "deadline exceeded", attempts=attempts)
-            try:
-                address = check_address(current, config.allow_private, self.resolve)
-            except Refused as exc:
-                return Fetched(url, "blocked", str(exc), final_url=current, attempts=attempts)
-            except ConnectionError as exc:
-                return Fetched(url, "failed", str(exc), attempts=attempts)
-            if config.robots and not self._allowed_by_robots(current, address, deadline):
-                return Fetched(url, "opted_out", "disallowed by robots.txt", final_url=current, attempts=attempts)
-            attempts += 1
-            result = self._get_once(current, address, deadline)
-            if isinstance(result, Fetched):
-                result.url, result.attempts = url, attempts
-                return result
-            response = result
-            code = response.status
-            if code in (301, 302, 303, 307, 308):
-                _release(response)
-                hops += 1
-                if hops > config.max_redirects:
-                    return Fetched(url, "failed", f"more than {config.max_redirects} redirects", attempts=attempts,
-                                   http_status=code)
-                location = response.headers.get("Location")
-                if not location:
-                    return Fetched(url, "failed", f"redirect {code} without Location", attempts=attempts)
-                current = urljoin(current, location)
-                continue
-            if code == 429 or code >= 500:
-                _release(response)
-                if attempts > config.retries:
-                    return Fetched(url, "failed", f"HTTP {code} after {attempts} attempts", attempts=attempts,
-                                   http_status=code)
-                wait = config.backoff * (2 ** (attempts - 1))
-                retry_after = response.headers.get("Retry-After", "")
-                if retry_after.strip().isdigit():
-                    wait = max(wait, min(float(retry_after), config.max_retry_after))
-                if time.monotonic() + wait >= deadline:
-                    return Fetched(url, "failed", f"HTTP {code}; retry would pass the deadline", attempts=attempts,
-                                   http_status=code)
-                time.sleep(wait)
-                continue
-            if code >= 400:
-                _release(response)
-                return Fetched(url, "failed", f"HTTP {code}", attempts=attempts, http_status=code)
-            return self._read_body(url, current, response, deadline, attempts)
-
-    def _get_once(self, url: str, address: str, deadline: float):
-        state = self._host(urlsplit(url).netloc)
-        remaining = deadline - time.monotonic()
-        if not state.gate.acquire(timeout=max(0.0, remaining)):
-            return Fetched(url, "failed", "deadline exceeded waiting for a host connection slot")
+    def _exchange(self, target: Target, address: str, deadline: Deadline, for_robots: bool):
+        """One GET holding one of the origin's connection slots: a :class:`Fetched`, a
+        :class:`_Redirect` or a :class:`_Retry`. The slot is released whatever happens."""
+        state = self._origin(target.origin, +1)
         try:
-            remaining = deadline - time.monotonic()
-            response = self._request(url, address, urllib3.Timeout(connect=max(0.05, min(remaining, 5.0)),
-                                                                   read=max(0.05, remaining)))
-            response._wit_gate = state.gate  # released when the body is read or dropped
-            return response
-        except Urllib3Timeout:
-            state.gate.release()
-            return Fetched(url, "failed", "deadline exceeded")
-        except (Urllib3Error, OSError) as exc:
-            state.gate.release()
-            return Fetched(url, "failed", f"{type(exc).__name__}: {exc}"[:300])
+            if not state.gate.acquire(timeout=max(0.0, deadline.remaining())):
+                return Fetched(target.url, "failed", "deadline exceeded waiting for a host connection slot")
+            try:
+                return self._request(target, address, deadline, for_robots)
+            finally:
+                state.gate.release()
+        finally:
+            self._origin(target.origin, -1)
 
-    def _read_body(self, url: str, final: str, response, deadline: float, attempts: int) -> Fetched:
-        config = self.config
-        sock = getattr(response.connection, "sock", None)
-        token = self.watchdog.arm(deadline, sock) if sock is not None else None
+    def _request(self, target: Target, address: str, deadline: Deadline, for_robots: bool):
         try:
-            opt_out = robots_opt_out(response.headers.getlist("X-Robots-Tag"))
-            if opt_out:
-                return Fetched(url, "opted_out", f"X-Robots-Tag: {opt_out}", final_url=final, attempts=attempts,
-                               http_status=response.status)
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > config.max_bytes:
-                return Fetched(url, "failed", f"Content-Length {declared} over the {config.max_bytes}-byte cap",
-                               attempts=attempts, http_status=response.status)
-            if declared.isdigit() and response.headers.get("Content-Encoding", "identity").lower() == "identity":
-                data = response.read(decode_content=False)  # one read: the length is declared and under the cap
-                if len(data) != int(declared):
-                    return Fetched(url, "failed", f"body ended after {len(data)} of {declared} bytes",
-                                   attempts=attempts)
-                return Fetched(url, "ok", data=data, final_url=final, attempts=attempts, http_status=response.status)
+            left = deadline.check()
+            headers = {"Host": target.netloc, "User-Agent": self.config.user_agent,
+                       "Accept": "image/*,*/*;q=0.8"}
+            response = self._pool(target, address).urlopen(
+                "GET", target.target, headers=headers, redirect=False, retries=False,
+                timeout=urllib3.Timeout(connect=max(0.05, min(left, 5.0)), read=max(0.05, left)),
+                preload_content=False, assert_same_host=False)
+        except (Urllib3Error, OSError, HTTPException, DeadlineExceeded, ValueError) as exc:
+            return Fetched(target.url, "failed", _failure(exc, deadline))
+        try:
+            return self._answer(target, response, deadline, for_robots)
+        except (Urllib3Error, OSError, HTTPException, DeadlineExceeded) as exc:
+            return Fetched(target.url, "failed", _failure(exc, deadline), http_status=response.status)
+        finally:
+            _release(response)
+
+    def _answer(self, target: Target, response, deadline: Deadline, for_robots: bool):
+        code = response.status
+        if code in REDIRECTS:
+            location = response.headers.get("Location")
+            if not location:
+                return Fetched(target.url, "failed", f"redirect {code} without Location", http_status=code)
+            return _Redirect(_decode_location(location), code)
+        if code == 429 or 500 <= code < 600:
+            return _Retry(code, parse_retry_after(response.headers.get("Retry-After")))
+        if not 200 <= code < 300:
+            return Fetched(target.url, "failed", f"HTTP {code}", http_status=code)
+        if for_robots:  # the rules in the first MAX_ROBOTS_BYTES, whatever the length
+            return self._read_body(target, response, deadline, robots_txt.MAX_ROBOTS_BYTES, truncate=True)
+        opt_out = robots_opt_out(response.headers.getlist("X-Robots-Tag"))
+        if opt_out:
+            return Fetched(target.url, "opted_out", f"X-Robots-Tag: {opt_out}", final_url=target.url,
+                           http_status=code)
+        return self._read_body(target, response, deadline, self.config.max_bytes)
+
+    def _read_body(self, target: Target, response, deadline: Deadline, cap: int, truncate: bool = False) -> Fetched:
+        """The body, at most ``cap`` bytes: over it, a failure (or, with ``truncate``, its first
+        ``cap`` bytes)."""
+        code = response.status
+        try:
+            declared = parse_content_length(response.headers.getlist("Content-Length"))
+        except ValueError as exc:
+            return Fetched(target.url, "failed", str(exc), http_status=code)
+        if declared is not None and declared > cap and not truncate:
+            return Fetched(target.url, "failed", f"Content-Length {declared} over the {cap}-byte cap",
+                           http_status=code)
+        if (declared is not None and declared <= cap
+                and response.headers.get("Content-Encoding", "identity").lower() == "identity"):
+            data = response.read(decode_content=False)  # one read: the length is declared and under the cap
+            if len(data) != declared:
+                return Fetched(target.url, "failed", f"body ended after {len(data)} of {declared} bytes",
+                               http_status=code)
+        else:
             chunks, size = [], 0
             for chunk in response.stream(65536, decode_content=True):
                 size += len(chunk)
-                if size > config.max_bytes:
-                    return Fetched(url, "failed", f"body over the {config.max_bytes}-byte cap", attempts=attempts)
-                if time.monotonic() > deadline:
-                    return Fetched(url, "failed", "deadline exceeded", attempts=attempts)
+                if size > cap and truncate:
+                    chunks.append(chunk[: cap - size + len(chunk)])
+                    break
+                if size > cap:
+                    return Fetched(target.url, "failed", f"body over the {cap}-byte cap", http_status=code)
                 chunks.append(chunk)
-            return Fetched(url, "ok", data=b"".join(chunks), final_url=final, attempts=attempts,
-                           http_status=response.status)
-        except (Urllib3Error, OSError) as exc:
-            late = time.monotonic() >= deadline or "timed out" in str(exc).lower()
-            text = "deadline exceeded" if late else f"{type(exc).__name__}: {exc}"[:300]
-            return Fetched(url, "failed", text, attempts=attempts)
+            data = b"".join(chunks)
+        if deadline.passed():
+            return Fetched(target.url, "failed", "deadline exceeded", http_status=code)
+        return Fetched(target.url, "ok", data=data, final_url=target.url, http_status=code)
+
+    # -- robots.txt --------------------------------------------------------------------------------
+    def _load_robots(self, origin: str) -> robots_txt.Rules:
+        """One origin's robots.txt, in a loader thread under its own deadline; redirects
+        followed, each hop checked like an image url."""
+        deadline = Deadline(self.config.timeout)
+        self.watchdog.arm(deadline)
+        try:
+            with scope(deadline):
+                return self._robots_rules(origin + "/robots.txt", deadline)
         finally:
-            if token is not None:
-                self.watchdog.disarm(token)
-            _release(response)
+            deadline.close()
+
+    def _robots_rules(self, url: str, deadline: Deadline) -> robots_txt.Rules:
+        for _ in range(self.config.max_redirects + 1):
+            try:
+                target = parse_target(url)
+                address = self._address(target, deadline)
+            except (BadUrl, Refused, LookupFailed, DeadlineExceeded) as exc:
+                return robots_txt.unreachable(str(exc)[:200])
+            outcome = self._exchange(target, address, deadline, for_robots=True)
+            if isinstance(outcome, _Redirect):
+                try:
+                    url = urljoin(target.url, outcome.location)
+                except ValueError as exc:
+                    return robots_txt.unreachable(f"invalid redirect Location: {exc}")
+                continue
+            if isinstance(outcome, _Retry):
+                return robots_txt.rules_from_response(outcome.code, b"")
+            if outcome.status != "ok":
+                if outcome.http_status is not None and 400 <= outcome.http_status < 500:
+                    return robots_txt.rules_from_response(outcome.http_status, b"")
+                return robots_txt.unreachable(outcome.reason)
+            return robots_txt.rules_from_response(outcome.http_status, outcome.data)
+        return robots_txt.Rules("allow_all", f"more than {self.config.max_redirects} redirects: unavailable")

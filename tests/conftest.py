@@ -6,6 +6,8 @@
 - ``shared_data``: the real public data folder; skips when absent, fails under ``CI=true``;
   ``photos``: 60 real JPEG photos from it.
 - ``ddp``: run a module-level function in 2 gloo processes and get each rank's result.
+
+Every connection this process makes is kept on loopback (:mod:`wit.testing.loopback`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from wit.testing import ddp as ddp_module  # noqa: E402
 from wit.testing.fakeweb import FakeWeb  # noqa: E402
 from wit.testing.gcs import GCSEmulator  # noqa: E402
+from wit.testing.loopback import guard  # noqa: E402
 from wit.testing.shared_data import in_ci, shared_data_dir  # noqa: E402
+
+
+guard()
 
 
 def require_shared_data():

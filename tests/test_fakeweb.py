@@ -184,6 +184,36 @@ def test_max_active_connections_counts_parallel_clients(fake_web):
         sock.close()
 
 
+def test_raw_script_sends_its_bytes_at_its_pace(fake_web):
+    fake_web.add("/raw", fault="raw", script=[(b"HTTP/1.0 200 OK\r\nX-Odd: \xb2\r\n\r\n", 0.0), (b"ab", 0.2),
+                                              (b"cd", 0.2)])
+    started = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", fake_web.port, timeout=5)
+    connection.request("GET", "/raw")
+    response = connection.getresponse()
+    assert response.version == 10 and response.getheader("X-Odd") == "\u00b2"  # latin-1, as sent
+    assert response.read() == b"abcd" and time.monotonic() - started >= 0.4
+
+
+def test_tls_with_a_test_ca(tmp_path):
+    import ssl
+
+    from wit.testing.fakeweb import FakeWeb
+    from wit.testing.tls import TestCA
+
+    ca = TestCA(tmp_path)
+    with FakeWeb(host="127.0.0.7", tls=ca.server_context(["127.0.0.7", "img.example"])) as web:
+        web.add("/a.bin", BODY)
+        assert web.base_url.startswith("https://127.0.0.7:")
+        assert requests.get(web.url("/a.bin"), timeout=5, verify=str(ca.ca_file)).content == BODY
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(web.url("/a.bin"), timeout=5)  # certifi does not know the test CA
+        context = ssl.create_default_context(cafile=str(ca.ca_file))
+        with socket.create_connection(("127.0.0.7", web.port), timeout=5) as raw:
+            with pytest.raises(ssl.SSLCertVerificationError, match="mismatch|match"):
+                context.wrap_socket(raw, server_hostname="other.example")
+
+
 def test_every_fault_is_covered_here():
     import inspect
     import sys

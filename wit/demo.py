@@ -157,7 +157,7 @@ class Demo:
 
         argv = ["--urls", str(self.out / "curated" / "urls" / "*.parquet"), "--out", f"{bucket}/shards",
                 "--image-size", "96", "--shard-size", "250", "--threads-per-worker", "16",
-                "--per-host-connections", "32", "--allow-private-addresses", "--timeout", "10",
+                "--per-host-connections", "32", "--allow-network", "127.0.0.0/8", "--timeout", "10",
                 "--eval-index", str(self.out / "dedup" / "index")]
 
         def go():

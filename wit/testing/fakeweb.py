@@ -22,7 +22,14 @@ Fault modes (``Route.fault``):
 ``huge_content_length`` ``Content-Length: 10**12`` and a short body
 ``x_robots_tag``       the body plus ``X-Robots-Tag: robots_tag`` (default ``noai``)
 ``decompression_bomb`` a small PNG declaring a 20,000 x 20,000 image
+``raw``                writes ``script`` as it is: (bytes, seconds to wait first) steps,
+                       then closes the connection. Any status line, header or framing a
+                       hostile server can send, at any pace (:mod:`wit.testing.hostile`)
 ====================== =============================================================
+
+``FakeWeb(tls=context)`` serves https with a server ``ssl.SSLContext`` (see
+:class:`wit.testing.tls.TestCA`); ``host`` may be any 127.x.y.z address, so several servers
+on one port number are separate hosts to a crawler.
 
 Redirect chains and loops are built from ``redirect`` routes: :meth:`FakeWeb.redirect_chain`
 and :meth:`FakeWeb.redirect_loop`.
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import mimetypes
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -57,6 +65,7 @@ FAULTS = (
     "huge_content_length",
     "x_robots_tag",
     "decompression_bomb",
+    "raw",
 )
 
 HUGE_LENGTH = 10**12
@@ -93,6 +102,7 @@ class Route:
     drip_bytes: int = 64
     drip_interval: float = 0.2
     robots_tag: str = "noai"
+    script: list[tuple[bytes, float]] = field(default_factory=list)  # raw: (bytes, wait before) steps
     served: int = 0  # requests seen so far (for fail_times)
 
     def __post_init__(self) -> None:
@@ -127,9 +137,12 @@ class _Server(ThreadingHTTPServer):
 class FakeWeb:
     """Serve routes and files on 127.0.0.1; ``with FakeWeb(root) as web: web.url("/a.jpg")``."""
 
-    def __init__(self, root: str | Path | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, root: str | Path | None = None, host: str = "127.0.0.1",
+                 tls: ssl.SSLContext | None = None, port: int = 0) -> None:
         self.root = Path(root) if root is not None else None
         self.host = host
+        self.tls = tls
+        self.requested_port = port
         self.routes: dict[str, Route] = {}
         self.robots_txt: str | None = None
         self.requests: list[RequestRecord] = []
@@ -177,7 +190,7 @@ class FakeWeb:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -194,7 +207,10 @@ class FakeWeb:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "FakeWeb":
         handler = type("Handler", (_Handler,), {"web": self})
-        self._server = _Server((self.host, 0), handler)
+        self._server = _Server((self.host, self.requested_port), handler)
+        if self.tls is not None:  # the handshake runs in the handler's thread, not the accept loop
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True,
+                                                       do_handshake_on_connect=False)
         self._thread = threading.Thread(target=self._server.serve_forever, name="fakeweb", daemon=True)
         self._thread.start()
         return self
@@ -250,6 +266,12 @@ class _Handler(BaseHTTPRequestHandler):
     web: FakeWeb  # set on the subclass made per server
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            try:
+                self.request.do_handshake()
+            except (OSError, ssl.SSLError) as exc:  # a client that distrusts us hangs up mid-handshake
+                raise ConnectionResetError(f"TLS handshake failed: {exc}") from exc
         super().setup()
         self.connection_id = self.web._connection_opened()
 
@@ -296,6 +318,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if fault == "html":
             return self._simple(200, HTML_PAGE, "text/html; charset=utf-8", send_body)
+        if fault == "raw":
+            return self._script(route.script, send_body)
         if fault == "decompression_bomb":
             return self._simple(200, decompression_bomb_png(), "image/png", send_body)
         body = route.payload()
@@ -337,6 +361,18 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
+    def _script(self, steps: list[tuple[bytes, float]], send_body: bool) -> None:
+        self.close_connection = True
+        try:
+            for data, wait in steps:
+                if wait and self.web._stop.wait(timeout=wait):
+                    break
+                if data:
+                    self.wfile.write(data)
+                    self.wfile.flush()
+        except OSError:  # the client hung up or cut us off at its deadline
+            pass
+
     def _drip(self, body: bytes, content_type: str, send_body: bool, headers: dict[str, str],
               step: int, interval: float) -> None:
         self._raw(200, b"", content_type, False, headers, length=len(body))
@@ -358,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import signal
 
-    parser = argparse.ArgumentParser(description="serve a folder on 127.0.0.1 (wit's test web)")
+    parser = argparse.ArgumentParser(allow_abbrev=False, description="serve a folder on 127.0.0.1 (wit's test web)")
     parser.add_argument("--root", required=True)
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
