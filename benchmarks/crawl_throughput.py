@@ -31,43 +31,12 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wit.testing.shared_data import shared_data_dir
+from wit.testing.photos import web_photos
 
 CORES = os.cpu_count() or 2
-
-
-def make_photos(target: Path, count: int) -> list[Path]:
-    target.mkdir(parents=True, exist_ok=True)
-    existing = sorted(target.glob("*.jpg"))
-    if len(existing) >= count:
-        return existing[:count]
-    data = shared_data_dir()
-    if data is None:
-        raise SystemExit("needs the shared data folder ($WIT_SHARED_DATA or ../shared/data)")
-    sources = sorted((data / "images/photos/imagenet_sample").glob("*.JPEG"))
-    rng = np.random.default_rng(0)
-    paths = []
-    for index in range(count):
-        img = cv2.imread(str(sources[index % len(sources)]))
-        variant = index // len(sources)
-        if variant % 2:
-            img = img[:, ::-1]
-        h, w = img.shape[:2]
-        crop = 1.0 - 0.04 * (variant % 5)
-        top, left = int((h - h * crop) / 2), int((w - w * crop) / 2)
-        img = img[top:top + int(h * crop), left:left + int(w * crop)]
-        scale = 640 / min(img.shape[:2])
-        img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)), interpolation=cv2.INTER_CUBIC)
-        img = np.clip(img.astype(np.int16) + rng.integers(-6, 7, size=3), 0, 255).astype(np.uint8)
-        path = target / f"{index:06d}.jpg"
-        cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 85])
-        paths.append(path)
-    return paths
 
 
 def serve(root: Path) -> tuple[subprocess.Popen, str]:
@@ -129,7 +98,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of runs (each tool, each thread count)")
     args = parser.parse_args()
     work = Path(args.workdir)
-    photos = make_photos(work / "www", args.images)
+    photos = web_photos(work / "www", args.images)
     mean_kb = sum(p.stat().st_size for p in photos) / len(photos) / 1024
     server, base = serve(work / "www")
     try:

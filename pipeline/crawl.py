@@ -15,8 +15,7 @@ counts, when successes over downloaded images fall below ``--min-success-ratio``
 
 Local:
 
-    wit crawl --urls 'out/curated/urls/*.parquet' --out out/shards --image-size 256 \\
-        --threads-per-worker 32
+    wit crawl --urls 'out/curated/urls/*.parquet' --out out/shards --image-size 256
 
 Dataflow:
 
@@ -69,7 +68,7 @@ class CrawlConfig:
     url_col: str = "url"
     caption_col: str = "caption"
     shard_size: int = 1000
-    threads: int = 32
+    threads: int = 256  # downloads in flight per worker: the best of 128/256/512 on the WAN benchmark
     image_threads: int = 0  # of those, how many decode/resize at once; 0 = its share of the cores
     worker_processes: int = 1  # worker processes per machine (set from the runner options; 0 = one per core)
     fetch: FetchConfig = field(default_factory=FetchConfig)
@@ -100,16 +99,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--caption-col", default="caption")
     parser.add_argument("--shard-size", type=int, default=1000, help="input rows per shard")
     parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--resize-mode", default="border", choices=images.MODES)
+    parser.add_argument("--resize-mode", default="keep_ratio", choices=images.MODES)
     parser.add_argument("--encode-format", default="jpg", choices=("jpg", "png", "webp"))
     parser.add_argument("--encode-quality", type=int, default=95)
     parser.add_argument("--min-image-size", type=int, default=0)
     parser.add_argument("--max-aspect-ratio", type=float, default=float("inf"))
-    parser.add_argument("--threads-per-worker", type=int, default=32, help="downloads in flight per worker")
+    parser.add_argument("--threads-per-worker", type=int, default=CrawlConfig.threads,
+                        help="downloads in flight per worker process (most of them wait on the network)")
     parser.add_argument("--image-threads", type=int, default=0,
                         help="of those threads, how many decode and resize at once (0: the worker process's "
                              "share of the machine's cores)")
-    parser.add_argument("--per-host-connections", type=int, default=16)
+    parser.add_argument("--per-host-connections", type=int, default=FetchConfig.per_host,
+                        help="connections to one host at once, per worker process")
+    parser.add_argument("--per-host-qps", type=float, default=FetchConfig.per_host_qps,
+                        help="requests a second to one host at most, per worker process (0: no limit); "
+                             "robots.txt Crawl-delay and Retry-After pauses are honoured either way")
     parser.add_argument("--timeout", type=float, default=10.0, help="total seconds per image")
     parser.add_argument("--max-bytes", type=int, default=20_000_000)
     parser.add_argument("--max-decode-mb", type=int, default=images.MAX_DECODE_BYTES // 1_000_000,
@@ -146,7 +150,7 @@ def config_from_args(args: argparse.Namespace) -> CrawlConfig:
         urls=args.urls or [], out=args.out, url_col=args.url_col, caption_col=args.caption_col,
         shard_size=args.shard_size, threads=args.threads_per_worker, image_threads=args.image_threads,
         fetch=FetchConfig(timeout=args.timeout, max_bytes=args.max_bytes, retries=args.retries,
-                          per_host=args.per_host_connections, robots=args.robots,
+                          per_host=args.per_host_connections, per_host_qps=args.per_host_qps, robots=args.robots,
                           allow_private=args.allow_private_addresses,
                           allow_networks=tuple(allowed_networks_text(args.allow_networks or [])),
                           ca_pem=read_ca_bundle(args.ca_bundle), hosts=resolve_pairs(args.resolve or [])),
@@ -327,7 +331,37 @@ def _crawl_one(fetcher: Fetcher, key: str, row: dict, config: CrawlConfig, detec
                          phash=result.phash or None, **base)
 
 
+def worker_resources(fetcher: Fetcher) -> dict:
+    """This worker process's peak memory, open files, threads and the fetcher's cache sizes."""
+    import resource
+
+    try:
+        fds = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        fds = -1
+    return {"pid": os.getpid(), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "open_files": fds, "threads": threading.active_count(), **fetcher.cache_sizes()}
+
+
+@dataclass
+class _OpenShard:
+    """A shard whose urls are in the worker's download pool."""
+
+    task: ShardTask
+    futures: list
+    started: float
+
+
 class CrawlShardFn(beam.DoFn):
+    """Crawls shards. The shards of a bundle overlap: a shard's urls go into the worker's one
+    download pool as soon as the shard arrives, and up to ``OPEN_SHARDS`` shards are open at
+    once, so the threads freed by a finished url take the next shard's urls instead of waiting
+    for the slowest url of their shard (a hanging server holds one thread for ``--timeout``, not
+    the whole worker). A shard is written when its last url is done, oldest first; its stats
+    and hashes are emitted then, or at the end of the bundle."""
+
+    OPEN_SHARDS = 3
+
     def __init__(self, config: CrawlConfig) -> None:
         self.config = config
 
@@ -339,16 +373,16 @@ class CrawlShardFn(beam.DoFn):
         self.fetcher = Fetcher(self.config.fetch)
         self.pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="wit-crawl")
         self.cpu_slots = threading.BoundedSemaphore(image_threads(self.config))
+        self.open: list[_OpenShard] = []
 
     def teardown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.fetcher.close()
+
+    def start_bundle(self) -> None:
+        self.open = []
 
     def process(self, task: ShardTask, indexes=None):
-        detector = None
-        if indexes:
-            from dedup.detect import DetectConfig, shared_detector
-
-            detector = shared_detector(indexes, DetectConfig(min_inliers=self.config.min_inliers))
         names = shards.shard_names(self.config.out, task.shard)
         fs, stats_path = fsspec.core.url_to_fs(names["stats"])
         if fs.exists(stats_path):  # finished by an earlier run: resume past it
@@ -357,15 +391,36 @@ class CrawlShardFn(beam.DoFn):
             for pair in exact_duplicates.written_hashes(self.config.out, task.shard):
                 yield beam.pvalue.TaggedOutput("hashes", pair)
             return
+        detector = None
+        if indexes:
+            from dedup.detect import DetectConfig, shared_detector
+
+            detector = shared_detector(indexes, DetectConfig(min_inliers=self.config.min_inliers))
         started = time.monotonic()
         rows = shard_rows(task, self.config)
-        keys = [f"{task.shard:05d}{index:04d}" for index in range(len(rows))]
-        samples = list(self.pool.map(lambda kr: crawl_one(self.fetcher, kr[0], kr[1], self.config, detector,
-                                                               self.cpu_slots),
-                                     zip(keys, rows)))
+        futures = [self.pool.submit(crawl_one, self.fetcher, f"{task.shard:05d}{index:04d}", row, self.config,
+                                    detector, self.cpu_slots) for index, row in enumerate(rows)]
+        self.open.append(_OpenShard(task, futures, started))
+        while len(self.open) >= self.OPEN_SHARDS or (self.open and all(f.done() for f in self.open[0].futures)):
+            yield from self._close(self.open.pop(0))
+
+    def finish_bundle(self):
+        from wit.beam import windowed
+
+        while self.open:
+            for output in self._close(self.open.pop(0)):
+                if isinstance(output, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(output.tag, windowed(output.value))
+                else:
+                    yield windowed(output)
+
+    def _close(self, shard: _OpenShard):
+        """Wait for the shard's urls, write it, and give its stats and hashes."""
+        samples = [future.result() for future in shard.futures]
         exact_duplicates.mark_in_shard(samples)
-        stats = shards.write_shard(self.config.out, task.shard, samples, self.config.image.encode_format)
-        yield {**stats, "resumed": False, "seconds": time.monotonic() - started}
+        stats = shards.write_shard(self.config.out, shard.task.shard, samples, self.config.image.encode_format)
+        yield {**stats, "resumed": False, "seconds": time.monotonic() - shard.started,
+               "worker": worker_resources(self.fetcher)}
         for pair in exact_duplicates.success_hashes(samples):
             yield beam.pvalue.TaggedOutput("hashes", pair)
 

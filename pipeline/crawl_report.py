@@ -47,6 +47,24 @@ def host_order(item: tuple[str, tuple[int, int]]):
     return urls, host
 
 
+def fetch_settings(fetch) -> dict:
+    """The fetch settings as the report shows them (the CA bundle's text replaced by its size)."""
+    settings = asdict(fetch)
+    settings["ca_pem"] = f"{len(fetch.ca_pem)} characters" if fetch.ca_pem else ""
+    return settings
+
+
+def worker_peaks(crawled: list[dict]) -> dict:
+    """The largest of each worker-process measure seen when a shard was written (peak RSS, open
+    files, threads, cache sizes), over the run's workers: flat figures mean nothing grows with
+    the url count."""
+    seen = [s["worker"] for s in crawled if s.get("worker")]
+    if not seen:
+        return {}
+    peaks = {key: max(w[key] for w in seen) for key in seen[0] if key != "pid"}
+    return {"processes": len({w["pid"] for w in seen}), **peaks}
+
+
 def summarize(all_stats: list[dict], top_hosts: list, config, wall_seconds: float) -> dict:
     all_stats = sorted(all_stats, key=lambda s: s["shard"])
     status = {name: sum(s["status"][name] for s in all_stats) for name in shards.STATUSES}
@@ -71,8 +89,9 @@ def summarize(all_stats: list[dict], top_hosts: list, config, wall_seconds: floa
         "urls_crawled_now": sum(s["count"] for s in crawled_now),
         "urls_per_second": sum(s["count"] for s in crawled_now) / wall_seconds if wall_seconds > 0 else None,
         "urls_per_shard_second": sum(s["count"] for s in crawled_now) / busy if busy else None,
-        "config": {"image": asdict(config.image), "fetch": asdict(config.fetch), "shard_size": config.shard_size,
-                   "threads": config.threads},
+        "workers": worker_peaks(crawled_now),
+        "config": {"image": asdict(config.image), "fetch": fetch_settings(config.fetch),
+                   "shard_size": config.shard_size, "threads": config.threads},
     }
 
 
@@ -108,4 +127,5 @@ def html_page(report: dict) -> str:
         f"<h2>Top reasons</h2>{_table(('reason', 'urls'), report['top_reasons'].items())}"
         f"<h2>Top hosts</h2>"
         f"{_table(('host', 'urls', 'successes', 'success ratio'), (tuple(h.values()) for h in report['top_hosts']))}"
+        f"<h2>Worker processes (peaks)</h2>{_table(('measure', 'peak'), report.get('workers', {}).items())}"
         "</body></html>")

@@ -39,12 +39,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from http.client import HTTPException
+from http.client import HTTPException, RemoteDisconnected
 from urllib.parse import urljoin
 
 import certifi
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import ProtocolError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util.ssl_ import create_urllib3_context
 
@@ -59,6 +60,7 @@ AGENT_TOKEN = "witbot"
 OPT_OUT_TOKENS = {"noai", "noimageai", "noindex", "noimageindex", "none"}
 REDIRECTS = (301, 302, 303, 307, 308)
 _DIGITS = re.compile(r"[0-9]{1,18}")
+_STALE = (RemoteDisconnected, ConnectionResetError, BrokenPipeError)  # a reused connection the server had closed
 
 __all__ = ["AGENT_TOKEN", "BadUrl", "DnsCache", "FetchConfig", "Fetched", "Fetcher", "Refused", "USER_AGENT",
            "parse_content_length", "parse_retry_after", "robots_opt_out"]
@@ -73,6 +75,8 @@ class FetchConfig:
     backoff: float = 0.5
     max_retry_after: float = 10.0
     per_host: int = 16
+    per_host_qps: float = 0.0  # requests a second to one origin at most (0: no limit but per_host)
+    max_crawl_delay: float = 60.0  # robots.txt Crawl-delay honoured up to this many seconds
     robots: bool = True
     robots_error_ttl: float = 60.0  # seconds an unreachable robots.txt disallows before it is asked again
     allow_private: bool = False
@@ -172,7 +176,7 @@ class DnsCache:
     lookup. Rebinding gains nothing from it: connections go to the address that was checked."""
 
     def __init__(self, resolve, ttl: float = 300.0, negative_ttl: float = 30.0, max_entries: int = 100_000,
-                 workers: int = 16) -> None:
+                 workers: int = 64) -> None:
         self.resolve, self.ttl, self.negative_ttl, self.max_entries = resolve, ttl, negative_ttl, max_entries
         self.entries: OrderedDict[tuple[str, int], tuple[float, list[str] | tuple]] = OrderedDict()
         self.pending: dict[tuple[str, int], Future] = {}
@@ -239,11 +243,13 @@ def tls_context(ca_pem: str = "") -> ssl.SSLContext:
 
 @dataclass
 class _Origin:
-    """Connection slots of one origin; ``users`` counts fetches holding or waiting for one, so an
-    idle origin can be forgotten."""
+    """Connection slots and request pacing of one origin; ``users`` counts fetches holding or
+    waiting for a slot, so an idle origin can be forgotten."""
 
     gate: threading.BoundedSemaphore
     users: int = 0
+    next_at: float = 0.0  # monotonic time before which no request of this origin starts
+    crawl_delay: float | None = None  # robots.txt's Crawl-delay for us, once known
 
 
 def _release(response) -> None:
@@ -286,6 +292,20 @@ class Fetcher:
         self.lock = threading.Lock()
         self.watchdog = Watchdog()
         self.robots = robots_txt.RobotsCache(self._load_robots, error_ttl=config.robots_error_ttl)
+
+    def cache_sizes(self) -> dict[str, int]:
+        """Entries in each of the fetcher's bounded tables (for the crawl report)."""
+        return {"dns_entries": len(self.resolve.entries), "robots_entries": len(self.robots.entries),
+                "connection_pools": len(self.pools), "hosts_tracked": len(self.origins)}
+
+    def close(self) -> None:
+        """Stop the helper threads' pools and close every connection."""
+        self.robots.close()
+        self.resolve.pool.shutdown(wait=False, cancel_futures=True)
+        with self.lock:
+            pools, self.pools = list(self.pools.values()), OrderedDict()
+        for pool in pools:
+            pool.close()
 
     # -- the public call -------------------------------------------------------------------------
     def fetch(self, url: str) -> Fetched:
@@ -365,6 +385,9 @@ class Fetcher:
         rules = self.robots.rules(target.origin, deadline.remaining())
         if rules is None:
             return "failed", "deadline exceeded waiting for robots.txt"
+        delay = rules.crawl_delay(AGENT_TOKEN)
+        if delay:
+            self._origin(target.origin, 0).crawl_delay = delay
         if rules.allows(target.url, AGENT_TOKEN):
             return None
         if rules.transient:  # the host failed to answer: not an opt-out, but not fetched either
@@ -410,21 +433,65 @@ class Fetcher:
             if not state.gate.acquire(timeout=max(0.0, deadline.remaining())):
                 return Fetched(target.url, "failed", "deadline exceeded waiting for a host connection slot")
             try:
-                return self._request(target, address, deadline, for_robots)
+                if not for_robots and not self._pace(state, deadline):
+                    return Fetched(target.url, "failed", "deadline exceeded waiting for the host's request "
+                                                         "interval (--per-host-qps, Crawl-delay, Retry-After)")
+                outcome = self._request(target, address, deadline, for_robots)
+                if isinstance(outcome, _Retry):
+                    self._back_off(state, outcome)
+                return outcome
             finally:
                 state.gate.release()
         finally:
             self._origin(target.origin, -1)
 
+    def _interval(self, state: _Origin) -> float:
+        qps = self.config.per_host_qps
+        delay = min(state.crawl_delay or 0.0, self.config.max_crawl_delay)
+        return max(1.0 / qps if qps > 0 else 0.0, delay)
+
+    def _pace(self, state: _Origin, deadline: Deadline) -> bool:
+        """Wait for this origin's next request time and book the one after; False (nothing
+        booked) when that time is past the deadline."""
+        interval = self._interval(state)
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, state.next_at)
+            if start >= deadline.at:
+                return False
+            if interval > 0 or state.next_at > now:
+                state.next_at = start + interval
+        if start > now:
+            time.sleep(start - now)
+        return True
+
+    def _back_off(self, state: _Origin, retry: _Retry) -> None:
+        """A 429 or 503 with Retry-After pauses the whole origin, not only this url."""
+        if retry.retry_after is not None and retry.code in (429, 503):
+            pause = min(retry.retry_after, self.config.max_retry_after)
+            with self.lock:
+                state.next_at = max(state.next_at, time.monotonic() + pause)
+
+    def _send(self, target: Target, address: str, deadline: Deadline):
+        """The response's head. A kept-alive connection the server closed just as we took it
+        from the pool (it answered, then hung up without saying ``Connection: close``) fails
+        before any byte comes back: the GET is sent once more on a new connection, as browsers
+        do."""
+        headers = {"Host": target.netloc, "User-Agent": self.config.user_agent, "Accept": "image/*,*/*;q=0.8"}
+        for again in (True, False):
+            left = deadline.check()
+            try:
+                return self._pool(target, address).urlopen(
+                    "GET", target.target, headers=headers, redirect=False, retries=False,
+                    timeout=urllib3.Timeout(connect=max(0.05, min(left, 5.0)), read=max(0.05, left)),
+                    preload_content=False, assert_same_host=False)
+            except ProtocolError as exc:
+                if not (again and isinstance(exc.args[-1], _STALE)):
+                    raise
+
     def _request(self, target: Target, address: str, deadline: Deadline, for_robots: bool):
         try:
-            left = deadline.check()
-            headers = {"Host": target.netloc, "User-Agent": self.config.user_agent,
-                       "Accept": "image/*,*/*;q=0.8"}
-            response = self._pool(target, address).urlopen(
-                "GET", target.target, headers=headers, redirect=False, retries=False,
-                timeout=urllib3.Timeout(connect=max(0.05, min(left, 5.0)), read=max(0.05, left)),
-                preload_content=False, assert_same_host=False)
+            response = self._send(target, address, deadline)
         except (Urllib3Error, OSError, HTTPException, DeadlineExceeded, ValueError) as exc:
             return Fetched(target.url, "failed", _failure(exc, deadline))
         try:

@@ -48,7 +48,7 @@ FLOAT_AREA_MAX = 1 << 22  # area_downscale's float32 route only for frames up to
 @dataclass(frozen=True)
 class ImageConfig:
     image_size: int = 256
-    resize_mode: str = "border"
+    resize_mode: str = "keep_ratio"  # shorter side at image_size: the trainer takes random square crops
     encode_format: str = "jpg"
     encode_quality: int = 95
     min_image_size: int = 0

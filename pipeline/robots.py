@@ -42,6 +42,16 @@ class Rules:
     parser: Protego | None = None
     transient: bool = False  # unreachable: asked again after the cache's error_ttl
 
+    def crawl_delay(self, agent: str) -> float | None:
+        """Seconds between requests that the rules ask of ``agent`` (non-standard, widely used)."""
+        if self.verdict != "rules":
+            return None
+        try:
+            delay = self.parser.crawl_delay(agent)
+        except (TypeError, ValueError):
+            return None
+        return float(delay) if delay and delay > 0 else None
+
     def allows(self, url: str, agent: str) -> bool:
         if self.verdict == "rules":
             return self.parser.can_fetch(url, agent)
@@ -66,7 +76,7 @@ class RobotsCache:
     """origin -> :class:`Rules`, loaded by ``load(origin)`` in a small thread pool."""
 
     def __init__(self, load: Callable[[str], Rules], ttl: float = 86_400.0, error_ttl: float = 60.0,
-                 max_entries: int = 50_000, loaders: int = 16) -> None:
+                 max_entries: int = 50_000, loaders: int = 64) -> None:
         self.load, self.ttl, self.error_ttl, self.max_entries = load, ttl, error_ttl, max_entries
         self.entries: OrderedDict[str, tuple[float, Future]] = OrderedDict()
         self.lock = threading.Lock()

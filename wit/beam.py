@@ -50,6 +50,32 @@ def local_options(num_workers: int = 1, running_mode: str = "in_memory", **overr
     return options
 
 
+def machine_cores() -> int:
+    """The cores this process may run on (the affinity mask, as a container or taskset sets it)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def use_all_cores(options: PipelineOptions, beam_args: Sequence[str]) -> PipelineOptions:
+    """A local job runs one worker process per core unless its flags say otherwise
+    (``--direct_num_workers``, ``--direct_running_mode``): Beam's own default is one process,
+    which leaves every other core idle. Remote runners are left alone."""
+    if not is_local_runner(runner_name(options)):
+        return options
+    given = {arg.split("=", 1)[0] for arg in beam_args if arg.startswith("--")}
+    direct = options.view_as(DirectOptions)
+    cores = machine_cores()
+    if "--direct_num_workers" not in given:
+        direct.direct_num_workers = cores
+    if "--direct_running_mode" not in given:
+        direct.direct_running_mode = "multi_processing" if direct.direct_num_workers > 1 else "in_memory"
+    return options
+
+
 def runner_name(options: PipelineOptions) -> str:
     return options.view_as(StandardOptions).runner or ""
 
@@ -166,7 +192,8 @@ def windowed(value):
 def run_job(argv, *, prog: str, doc: str, add_arguments, required: Sequence[str], config_from_args,
             build_pipeline) -> object:
     """The one way a wit Beam job starts: our flags parsed strictly (unknown ones are errors),
-    the rest handed to Beam with the local runner pinned, the graph built, run to the end.
+    the rest handed to Beam with the local runner pinned (one worker process per core unless the
+    flags say otherwise), the graph built, run to the end.
     Returns the job's config (for the caller's closing log line)."""
     import argparse
 
@@ -181,7 +208,7 @@ def run_job(argv, *, prog: str, doc: str, add_arguments, required: Sequence[str]
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    pipeline = make_pipeline(pipeline_options(beam_args))
+    pipeline = make_pipeline(use_all_cores(pipeline_options(beam_args), beam_args))
     build_pipeline(pipeline, config)
     freeze_long_lived()
     pipeline.run().wait_until_finish()

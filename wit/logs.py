@@ -53,6 +53,16 @@ def resolve_level(level: str | int | None = None, verbose: int = 0, quiet: bool 
     return max(logging.DEBUG, min(level, logging.CRITICAL))
 
 
+# Warnings Beam's local runner relays from every worker process at its start, about nothing a
+# user can act on (wit registers no schemas or logical types).
+_KNOWN_NOISE = ("No semi_persistent_directory found",)
+
+
+def _drop_known_noise(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(text in message for text in _KNOWN_NOISE)
+
+
 def setup_logging(level: str | int | None = None, verbose: int = 0, quiet: bool = False) -> int:
     """Configure the root logger once (idempotent); returns the level in force."""
     numeric = resolve_level(level, verbose, quiet)
@@ -62,6 +72,7 @@ def setup_logging(level: str | int | None = None, verbose: int = 0, quiet: bool 
         handler = logging.StreamHandler(sys.stderr)
         handler._wit = True  # type: ignore[attr-defined]
         handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
+        handler.addFilter(_drop_known_noise)
         root.addHandler(handler)
     root.setLevel(numeric)
     noisy_level = logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING
