@@ -331,6 +331,18 @@ def _crawl_one(fetcher: Fetcher, key: str, row: dict, config: CrawlConfig, detec
                          phash=result.phash or None, **base)
 
 
+def limit_malloc_arenas(count: int = 2) -> None:
+    """Ask glibc for at most ``count`` malloc arenas in this process. By default every thread
+    that allocates may get its own (up to 8 per core), and 256 download threads spread the
+    worker's memory over all of them, each holding freed memory of its own."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, count)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 def worker_resources(fetcher: Fetcher) -> dict:
     """This worker process's peak memory, open files, threads and the fetcher's cache sizes."""
     import resource
@@ -370,6 +382,7 @@ class CrawlShardFn(beam.DoFn):
 
         cv2.setNumThreads(1)  # the download threads are the parallelism
         freeze_long_lived()
+        limit_malloc_arenas()
         self.fetcher = Fetcher(self.config.fetch)
         self.pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="wit-crawl")
         self.cpu_slots = threading.BoundedSemaphore(image_threads(self.config))

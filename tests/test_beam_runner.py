@@ -9,7 +9,7 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -188,3 +188,20 @@ def test_the_worker_command_becomes_beams_own_worker_when_the_zygote_is_gone(tmp
     result = subprocess.run([sys.executable, "-I", "-S", "-c", CLIENT, str(tmp_path / "no-such.sock")],
                             capture_output=True, text=True, timeout=120, env={**os.environ})
     assert result.returncode != 0 and "sdk_worker_main" in result.stderr  # exec'd Beam's worker, which needs a runner
+
+
+def test_local_jobs_use_every_core_unless_told_otherwise():
+    from wit.beam import machine_cores, use_all_cores
+
+    cores = machine_cores()
+    direct = use_all_cores(pipeline_options([]), []).view_as(DirectOptions)
+    assert direct.direct_num_workers == cores
+    assert direct.direct_running_mode == ("multi_processing" if cores > 1 else "in_memory")
+    told = ["--direct_num_workers", "1"]
+    direct = use_all_cores(pipeline_options(told), told).view_as(DirectOptions)
+    assert (direct.direct_num_workers, direct.direct_running_mode) == (1, "in_memory")
+    told = ["--direct_running_mode=multi_threading"]
+    direct = use_all_cores(pipeline_options(told), told).view_as(DirectOptions)
+    assert (direct.direct_num_workers, direct.direct_running_mode) == (cores, "multi_threading")
+    dataflow = ["--runner=DataflowRunner", "--project=p", "--region=us-central1"]
+    assert use_all_cores(pipeline_options(dataflow), dataflow).view_as(DirectOptions).direct_num_workers == 1
