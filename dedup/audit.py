@@ -21,7 +21,11 @@ Dataflow:
     python -m dedup.audit --shards 'gs://BUCKET/shards/*.tar' --index gs://BUCKET/dedup/imagenet-val \\
         --out gs://BUCKET/dedup/audit --write-clean gs://BUCKET/shards-clean --runner DataflowRunner \\
         --project PROJECT --region us-central1 --temp_location gs://BUCKET/tmp --setup_file ./setup.py \\
-        --machine_type n2-highmem-4
+        --machine_type n2-standard-8
+
+The index is memory-mapped by every worker process (a ``gs://`` index is first copied once per
+machine into ``$WIT_DEDUP_CACHE``), so the processes of a machine share one copy in the page
+cache and a worker is ready in well under a second per 10,000 evaluation images.
 """
 
 from __future__ import annotations
@@ -69,10 +73,11 @@ def add_arguments(parser) -> None:
                         help="an index from `wit dedup index`; repeatable")
     parser.add_argument("--out", default=None, help="report folder (local or gs://)")
     parser.add_argument("--write-clean", default=None, metavar="PATH", help="write the shards without duplicates here")
-    parser.add_argument("--threshold", "--min-inliers", dest="min_inliers", type=int, default=15,
+    parser.add_argument("--threshold", "--min-inliers", dest="min_inliers", type=int, default=DetectConfig.min_inliers,
                         help="geometrically verified keypoint matches that make a duplicate")
     parser.add_argument("--hash-threshold", type=int, default=4, help="PHash distance (bits) that alone makes one")
-    parser.add_argument("--nprobe", type=int, default=2, help="inverted lists visited per descriptor search")
+    parser.add_argument("--spread", type=int, default=DetectConfig.spread,
+                        help="vocabulary words each pool descriptor votes through (1..4)")
     parser.add_argument("--checkpoint", default=None, help="a model folder: zero-shot accuracy on All/Clean/Overlap")
     parser.add_argument("--classnames", default=None, help="JSON class names (default: the index's sorted labels)")
     parser.add_argument("--templates", default=None, help="JSON prompt templates (default: the project's own)")
@@ -90,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> AuditConfig:
                        write_clean=args.write_clean, checkpoint=args.checkpoint, classnames=args.classnames,
                        templates=args.templates, task=args.task,
                        detect=DetectConfig(min_inliers=args.min_inliers, hash_threshold=args.hash_threshold,
-                                           nprobe=args.nprobe))
+                                           spread=args.spread))
 
 
 # -- one shard -----------------------------------------------------------------------------------
@@ -202,6 +207,9 @@ class AuditShardFn(beam.DoFn):
 
 # -- the end -------------------------------------------------------------------------------------
 def finish(results: list[dict], indexes: list[store.EvalIndex], config: AuditConfig) -> dict:
+    """The report's tables are per evaluation set (an index may hold many): the report reads
+    each set with every column, thumbnails included, which workers never load."""
+    indexes = store.eval_sets(indexes)
     results = sorted(results, key=lambda r: r["shard"])
     write_bytes_atomic(join(config.out, "overlaps.parquet"), report.overlaps_table(results))
     accuracy = report.zero_shot(indexes, results, config) if config.checkpoint else {}

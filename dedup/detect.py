@@ -1,18 +1,20 @@
 """Deciding whether a pool image is a near-duplicate of an evaluation image.
 
-A :class:`Detector` holds one or more evaluation indexes (:mod:`dedup.store`) in two faiss
-structures and answers :meth:`Detector.match` for an image:
+A :class:`Detector` searches one or more evaluation indexes (:mod:`dedup.store`, memory-mapped:
+nothing is built when it starts) and answers :meth:`Detector.match` for an image:
 
-1. **Hash path**: the pool image's PHash codes (image and border-trimmed interior) are searched
-   with multi-index hashing (``IndexBinaryMultiHash``: two 32-bit tables, two bit flips, exact for
-   distances up to 5) against every view of every evaluation image. A distance at or under
-   ``hash_threshold`` is a duplicate when the image is too smooth for keypoints, or when its
-   keypoints also match that image (``hash_confirm_inliers`` verified); flat graphics collide in
-   PHash.
-2. **Local-feature path**: the pool image's ORB descriptors are searched (2 nearest neighbours,
-   ``IndexBinaryIVF`` or exact for small indexes) among all evaluation descriptors; matches that
-   pass Lowe's ratio test vote for their (image, view); the top ``verify_top`` views are verified
-   with a RANSAC affine fit (OpenCV). ``min_inliers`` geometric inliers make a duplicate.
+1. **Hash path**: the pool image's PHash codes (image, mirror image, and the border-trimmed
+   interior of each) are searched within ``hash_threshold`` bits among the evaluation images'
+   hash views (:mod:`dedup.hashindex`, exact). A hit is a duplicate when the image is too smooth
+   for keypoints, or when its keypoints also verify against that image (``hash_confirm_inliers``),
+   retried with the pool image stretched to the evaluation image's aspect ratio (an aspect
+   distortion changes ORB descriptors, not hashes); flat graphics collide in PHash.
+2. **Local-feature path**: the pool image's ORB descriptors, and those of its mirror image, walk
+   the vocabulary tree (:mod:`dedup.vocab`) and vote for the evaluation images listed under
+   their words; the ``verify_top`` best-voted (image, orientation) pairs are matched exactly
+   against that image's own descriptors (Lowe's ratio test within the image, which stays as
+   selective in an index of a million images as in one of ten) and verified with a RANSAC affine
+   fit (OpenCV). ``min_inliers`` geometric inliers make a duplicate.
 
 ``score = max(inliers / min_inliers, (hash_threshold + 1) / (hash_distance + 1))``: 1.0 or more
 is a duplicate, 0.5 to 1.0 a near miss worth a look in the report.
@@ -23,12 +25,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
+import faiss
 import numpy as np
 
-from dedup import features
+from dedup import features, hashindex, vocab
 from dedup.store import EvalIndex, IndexError_, check_compatible, library_versions
 
 log = logging.getLogger(__name__)
@@ -36,22 +40,28 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DetectConfig:
-    min_inliers: int = 15
+    min_inliers: int = 10  # unrelated photos reached 7 (1 in 9,500 verifications) in the quality benchmark
     hash_threshold: int = 4
     ratio: float = 0.85
     max_descriptor_distance: int = 64
-    verify_top: int = 3
+    verify_top: int = 4  # best-voted (image, orientation) pairs verified per pool image
+    min_votes: int = 3  # a candidate needs this many descriptors voting for it
+    spread: int = 2  # words per pool descriptor (nearest leaves)
+    stop_factor: float = 8.0  # words listing more than this x the mean are too common to vote
     min_matches: int = 6
     reprojection_px: float = 4.0
-    nprobe: int = 2
     near_miss: float = 0.5
     hash_confirm_inliers: int = 4  # a textured image's hash hit needs this many verified matches
+    aspect_retry: float = 1.1  # retry a hash hit stretched when the aspect ratios differ by this
 
     def __post_init__(self) -> None:
         if not 0 <= self.hash_threshold <= 5:
-            raise ValueError("--hash-threshold must be 0..5 (the multi-index search is exact up to 5 bits)")
+            raise ValueError("--hash-threshold must be 0..5 (the multi-index search is exact up to 7 bits; "
+                             "above 5 unrelated photos collide)")
         if self.min_inliers < 6:
             raise ValueError("--min-inliers must be at least 6 (an affine fit needs 3 points; fewer is noise)")
+        if not 1 <= self.spread <= 4:
+            raise ValueError("--spread must be 1..4 words per descriptor")
 
 
 @dataclass(frozen=True)
@@ -70,15 +80,33 @@ def _score(inliers: int, distance: int | None, config: DetectConfig) -> float:
 
 def plausible(affine: np.ndarray) -> bool:
     """An image-to-image map a copy could have gone through: no collapse, no extreme zoom or shear."""
-    singular = np.linalg.svd(affine[:, :2], compute_uv=False)
-    return bool(singular[-1] > 0.2 and singular[0] < 5.0 and singular[0] / singular[-1] < 3.0)
+    (a, b), (c, d) = affine[:, :2].tolist()
+    # singular values of a 2x2 matrix in closed form (numpy's SVD costs ~0.6 ms a call here)
+    frobenius, determinant = a * a + b * b + c * c + d * d, abs(a * d - b * c)
+    root = max(0.0, frobenius * frobenius / 4 - determinant * determinant) ** 0.5
+    large, small = (frobenius / 2 + root) ** 0.5, max(0.0, frobenius / 2 - root) ** 0.5
+    return bool(small > 0.2 and large < 5.0 and large < 3.0 * small)
+
+
+class Items(Sequence):
+    """``detector.items[row]`` = (eval_set, {"eval_id": ...}), read from the indexes on demand:
+    a worker never holds a Python object per evaluation image."""
+
+    def __init__(self, detector: "Detector") -> None:
+        self.detector = detector
+
+    def __len__(self) -> int:
+        return int(self.detector.starts[-1])
+
+    def __getitem__(self, row: int) -> tuple[str, dict]:
+        index, local = self.detector.locate(row)
+        eval_set, eval_id = index.key(local)
+        return eval_set, {"eval_id": eval_id}
 
 
 class Detector:
     def __init__(self, indexes: list[EvalIndex], config: DetectConfig | None = None,
                  check_versions: bool = True) -> None:
-        import faiss
-
         check_compatible(indexes)
         self.config = config or DetectConfig()
         self.features = indexes[0].config
@@ -91,96 +119,127 @@ class Detector:
                         raise IndexError_(f"index {index.name!r} was built with {library} {built}, this machine "
                                           f"has {here[library]}: codes would not compare; rebuild the index here")
         self.indexes = indexes
-        self.items: list[tuple[str, dict]] = [(index.name, item) for index in indexes for item in index.items]
-        offsets = np.cumsum([0] + [len(index.items) for index in indexes[:-1]])
-        self.hash_items = np.concatenate([index.hash_items + off for index, off in zip(indexes, offsets)])
-        self.groups = np.concatenate([
-            (index.groups // 6 + off) * 6 + index.groups % 6 for index, off in zip(indexes, offsets)])
-        self.keypoints = np.concatenate([index.keypoints for index in indexes])
-        descriptors = np.ascontiguousarray(np.concatenate([index.descriptors for index in indexes]))
-        hashes = np.ascontiguousarray(np.concatenate([index.hashes for index in indexes]))
+        self.starts = np.cumsum([0] + [len(index) for index in indexes])
+        self.items = Items(self)
+        # a word listing many times the mean is a "stop word": it votes for noise
+        self.stop_lengths = [max(8, int(self.config.stop_factor * len(index.postings)
+                                        / max(1, len(index.word_starts) - 1))) for index in indexes]
 
-        self.hash_index = faiss.IndexBinaryMultiHash(64, 2, 32)
-        self.hash_index.nflip = 2
-        self.hash_index.add(hashes)
-        if len(descriptors) >= 20_000:
-            lists = int(2 ** round(np.log2(1.5 * np.sqrt(len(descriptors)))))
-            quantizer = faiss.IndexBinaryFlat(256)
-            self.descriptor_index = faiss.IndexBinaryIVF(quantizer, 256, lists)
-            self._quantizer = quantizer  # the index does not own it: keep it alive as long as the index
-            sample = descriptors[np.random.default_rng(0).permutation(len(descriptors))[:lists * 64]]
-            self.descriptor_index.train(sample)
-            self.descriptor_index.nprobe = self.config.nprobe
-        else:
-            self.descriptor_index = faiss.IndexBinaryFlat(256)
-        self.descriptor_index.add(descriptors)
+    def locate(self, row: int) -> tuple[EvalIndex, int]:
+        which = int(np.searchsorted(self.starts, row, side="right") - 1)
+        return self.indexes[which], row - int(self.starts[which])
 
-    # -- one image ------------------------------------------------------------------------------
-    def hash_hits(self, codes: np.ndarray) -> dict[int, int]:
-        limits, distances, rows = self.hash_index.range_search(codes, self.config.hash_threshold + 1)
-        best: dict[int, int] = {}
-        for distance, row in zip(distances.astype(int), rows):
-            item = int(self.hash_items[row])
-            if distance < best.get(item, 65):
-                best[item] = int(distance)
+    # -- one image, one index -------------------------------------------------------------------
+    def hash_hits(self, index: EvalIndex, codes: np.ndarray, mirrored: np.ndarray) -> dict[int, tuple[int, bool]]:
+        """Evaluation row -> (best distance, whether the mirror image's code made it)."""
+        query, rows, distance = hashindex.search(index.hashes, index.hash_order, index.hash_starts, codes,
+                                                 self.config.hash_threshold)
+        items = np.searchsorted(index.item_hashes, rows, side="right") - 1
+        best: dict[int, tuple[int, bool]] = {}
+        for q, item, d in zip(query.tolist(), items.tolist(), distance.tolist()):
+            if item not in best or d < best[item][0]:
+                best[item] = (d, bool(mirrored[q]))
         return best
 
-    def correspondences(self, points: np.ndarray, descriptors: np.ndarray):
-        """Ratio-tested nearest-neighbour matches: (pool points, index rows, their groups)."""
+    def voted(self, index: EvalIndex, stop: int, views: list[features.Described]) -> list[tuple[int, int]]:
+        """The ``verify_top`` best-voted (evaluation row, view) pairs with ``min_votes`` or more."""
         config = self.config
-        if len(descriptors) < config.min_matches:
-            return None
-        distances, rows = self.descriptor_index.search(descriptors, 2)
-        nearest, second = distances[:, 0], np.maximum(distances[:, 1], 1)
-        good = (rows[:, 0] >= 0) & (nearest < config.max_descriptor_distance) & (nearest < config.ratio * second)
-        if good.sum() < config.min_matches:
-            return None
-        targets = rows[good, 0]
-        return points[good], targets, self.groups[targets]
+        descriptors = [found[1] for found in views]
+        if sum(len(d) for d in descriptors) == 0:
+            return []
+        words = vocab.assign(index.vocab, np.concatenate(descriptors), config.spread).ravel()
+        view = np.repeat(np.repeat(np.arange(len(views)), [len(d) for d in descriptors]), config.spread)
+        lengths = index.word_starts[words + 1] - index.word_starts[words]
+        keep = lengths <= stop
+        words, view, lengths = words[keep], view[keep], lengths[keep]
+        rows = vocab.gather(index.word_starts, index.postings, words)
+        if not len(rows):
+            return []
+        keys = np.sort(np.repeat(view, lengths) * len(index) + rows)
+        edges = np.flatnonzero(np.diff(keys)) + 1
+        firsts = np.concatenate([[0], edges])
+        counts = np.diff(np.concatenate([firsts, [len(keys)]]))
+        chosen = np.flatnonzero(counts >= config.min_votes)
+        chosen = chosen[np.argsort(-counts[chosen], kind="stable")[:config.verify_top]]
+        return [(int(keys[firsts[i]] % len(index)), int(keys[firsts[i]] // len(index))) for i in chosen]
 
-    def fit(self, source: np.ndarray, targets: np.ndarray) -> int:
-        """Inliers of a RANSAC affine fit that is a plausible image-to-image map, else 0."""
-        if len(source) < self.config.min_matches:
+    def verify(self, index: EvalIndex, row: int, points: np.ndarray, descriptors: np.ndarray) -> int:
+        """Inliers of a plausible RANSAC affine fit from ratio-tested matches with evaluation image
+        ``row``'s own descriptors, else 0."""
+        config, arrays = self.config, index.arrays
+        begin, end = int(arrays["item_descriptors"][row]), int(arrays["item_descriptors"][row + 1])
+        if end - begin < 2 or len(descriptors) < config.min_matches:
             return 0
-        affine, mask = cv2.estimateAffine2D(source, self.keypoints[targets], method=cv2.RANSAC,
-                                            ransacReprojThreshold=self.config.reprojection_px, maxIters=500,
-                                            confidence=0.99, refineIters=0)
-        return int(mask.sum()) if affine is not None and plausible(affine) else 0
+        targets = np.ascontiguousarray(arrays["descriptors"][begin:end])
+        distance, nearest = faiss.knn_hamming(descriptors, targets, 2)  # 5x faster than OpenCV's batchDistance
+        good = (distance[:, 0] < config.max_descriptor_distance) & (distance[:, 0] < config.ratio * distance[:, 1])
+        # one pool keypoint per evaluation keypoint (the nearest): ORB finds one corner at several
+        # scales, and such repeats would agree with any map through that corner
+        candidates = np.flatnonzero(good)
+        order = candidates[np.lexsort((distance[candidates, 0], nearest[candidates, 0]))]
+        first = np.concatenate([[True], np.diff(nearest[order, 0]) != 0]) if len(order) else np.zeros(0, bool)
+        good = np.zeros(len(good), bool)
+        good[order[first]] = True
+        if good.sum() < config.min_matches:
+            return 0
+        source, target = points[good], arrays["keypoints"][begin:end].astype(np.float32)[nearest[good, 0]] + 0.5
+        best = 0
+        # a similarity first (4 degrees of freedom: with few true matches among the ratio-tested
+        # ones a full affine fit often settles on a collapsed map), then a full affine (aspect changes)
+        for estimate in (cv2.estimateAffinePartial2D, cv2.estimateAffine2D):
+            affine, mask = estimate(source, target, method=cv2.RANSAC, ransacReprojThreshold=config.reprojection_px,
+                                    maxIters=500, confidence=0.99, refineIters=0)
+            found = int(mask.sum()) if affine is not None else 0
+            if affine is not None and plausible(affine):
+                best = max(best, found)
+            # done when the similarity decides, or when it finds so little consensus that an
+            # affine map (a copy's aspect changed) would not either: most candidates are unrelated
+            if best >= config.min_inliers or found < config.hash_confirm_inliers:
+                break
+        return best
 
-    def verified(self, found, extra_items: set[int] = frozenset()) -> dict[int, int]:
-        """Inliers per item for the best-voted evaluation views, and for ``extra_items``."""
-        if found is None:
-            return {}
-        source, targets, groups = found
-        voted, votes = np.unique(groups, return_counts=True)
-        chosen_groups = list(voted[np.argsort(-votes, kind="stable")][:self.config.verify_top])
-        chosen_groups += [g for g in voted if g // 6 in extra_items and g not in chosen_groups]
-        inliers: dict[int, int] = {}
-        for group in chosen_groups:
-            chosen = groups == group
-            item = int(group // 6)
-            inliers[item] = max(inliers.get(item, 0), self.fit(source[chosen], targets[chosen]))
-        return inliers
+    def stretched_views(self, grey: np.ndarray, aspect: float) -> list[features.Described]:
+        """The pool image resized to ``aspect`` (width / height) and described again."""
+        height, width = grey.shape
+        size = (max(1, round(height * aspect)), height) if aspect > width / height else (width, max(1, round(width / aspect)))
+        resized = features.normalise(cv2.resize(grey, size, interpolation=cv2.INTER_AREA), self.features.side)
+        return list(features.pool_orb(resized, self.features))
 
-    def match_grey(self, grey: np.ndarray) -> list[Match]:
-        """Every evaluation item with some evidence, best first (duplicates and near misses).
-
-        A hash hit alone decides only for images too smooth to verify (fewer than
-        ``2 x min_inliers`` keypoints): on a textured image a copy also matches geometrically, and
-        flat graphics (one shape on a plain background, logos) collide in PHash."""
+    def match_index(self, grey: np.ndarray, index: EvalIndex, stop: int, hashes, views) -> dict[int, tuple[int, int | None]]:
+        """Evaluation row -> (inliers, hash distance) for every row with some evidence."""
         config = self.config
-        hits = self.hash_hits(features.pool_hashes(grey, self.features))
-        points, descriptors = features.pool_orb(grey, self.features)
-        inliers = self.verified(self.correspondences(points, descriptors), set(hits))
-        smooth = len(descriptors) < 2 * config.min_inliers
+        hits = self.hash_hits(index, *hashes)
+        inliers: dict[int, int] = {}
+        for row, view in self.voted(index, stop, views):
+            inliers[row] = max(inliers.get(row, 0), self.verify(index, row, *views[view]))
+        smooth = len(views[0][1]) < 2 * config.min_inliers
+        evidence = {}
+        for row, (distance, mirrored) in hits.items():
+            if not smooth and inliers.get(row, 0) < config.hash_confirm_inliers:
+                count = self.verify(index, row, *views[int(mirrored)])
+                aspect = float(index.aspect[row])
+                pool_aspect = grey.shape[1] / grey.shape[0]
+                if count < config.hash_confirm_inliers and max(aspect, pool_aspect) / min(aspect, pool_aspect) > config.aspect_retry:
+                    count = self.verify(index, row, *self.stretched_views(grey, aspect)[int(mirrored)])
+                inliers[row] = max(inliers.get(row, 0), count)
+                if inliers[row] < config.hash_confirm_inliers:
+                    distance = None  # a textured image whose hash hit nothing verifies: not evidence
+            evidence[row] = (inliers.get(row, 0), distance)
+        for row, count in inliers.items():
+            evidence.setdefault(row, (count, None))
+        return evidence
+
+    # -- one image ------------------------------------------------------------------------------
+    def match_grey(self, grey: np.ndarray) -> list[Match]:
+        """Every evaluation item with some evidence, best first (duplicates and near misses)."""
+        hashes = features.pool_hashes(grey, self.features)
+        views = list(features.pool_orb(grey, self.features))
         matches = []
-        for item in set(hits) | set(inliers):
-            count, distance = inliers.get(item, 0), hits.get(item)
-            if distance is not None and not smooth and count < config.hash_confirm_inliers:
-                distance = None  # a textured image whose hash hit nothing verifies: not evidence
-            score = _score(count, distance, config)
-            if score >= config.near_miss:
-                matches.append(Match(item, count, distance, score, score >= 1.0))
+        for start, index, stop in zip(self.starts, self.indexes, self.stop_lengths):
+            for row, (count, distance) in self.match_index(grey, index, stop, hashes, views).items():
+                score = _score(count, distance, self.config)
+                if score >= self.config.near_miss:
+                    matches.append(Match(int(start) + row, count, distance, score, score >= 1.0))
         return sorted(matches, key=lambda m: (-m.score, m.item))
 
     def match(self, data: bytes) -> list[Match]:
@@ -206,10 +265,12 @@ _LOCK = threading.Lock()
 
 
 def shared_detector(indexes: list[EvalIndex], config: DetectConfig) -> Detector:
-    key = (tuple((index.name, len(index.items), len(index.descriptors)) for index in indexes), config)
+    """The process's detector for these indexes; a side input unpickled again in the same process
+    (a path: :meth:`EvalIndex.__reduce__`) reuses it."""
+    key = (tuple((index.path or id(index), len(index)) for index in indexes), config)
     with _LOCK:
         if key not in _DETECTORS:
             started = time.monotonic()
             _DETECTORS[key] = Detector(indexes, config)
-            log.info("detector ready in %.1fs", time.monotonic() - started)
+            log.info("detector ready in %.3fs", time.monotonic() - started)
         return _DETECTORS[key]

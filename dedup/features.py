@@ -5,12 +5,16 @@ Two signals, both on the grey image scaled so its longer side is :data:`SIDE` pi
 * **Perceptual hashes**: imagededup's 64-bit ``PHash`` (its own preprocessing and DCT code, run
   on the grey image area-averaged to 64 px, see :func:`phash`). Hashes
   survive resizing, recompression, colour changes and aspect distortion, not crops, rotations or
-  overlays; the evaluation side therefore hashes many views (flips, crops at two scales in nine
-  positions, small rotations) and the pool side hashes the image and its border-trimmed interior.
+  overlays; the evaluation side therefore hashes a few views (crops at the corners and centre,
+  small rotations), and the pool side hashes the image, its mirror image and, when it has uniform
+  borders, its interior (and that one's mirror): mirrors cost the pool side a hash each instead of
+  doubling every evaluation image's views.
 * **Local features**: OpenCV ORB keypoints with their 256-bit descriptors. The evaluation side
-  keeps them for the image, its mirror image, and both stretched 1.45x along each axis (ORB is
-  not invariant to anisotropic scaling); :mod:`dedup.detect` verifies pool matches geometrically,
-  which is what finds crops, rotations, overlays, borders and their combinations.
+  keeps the ``eval_keypoints`` strongest of the image alone (about 3.4 KB an image with their
+  positions); the pool side describes its image and, at the mirrored positions, its mirror image
+  (:func:`mirrored_orb`), so a flipped copy matches the stored side. :mod:`dedup.detect` verifies
+  matches geometrically, which is what finds crops, rotations, overlays, borders and their
+  combinations.
 """
 
 from __future__ import annotations
@@ -38,13 +42,15 @@ class FeatureConfig:
     """What an index was built with; a pool must be described the same way to be compared."""
 
     side: int = SIDE
-    eval_keypoints: int = 500
+    eval_keypoints: int = 112  # ORB keeps ~100 of them (its per-scale quotas fall short)
+    eval_levels: int = 8
     pool_keypoints: int = 250
     pool_levels: int = 3
-    stretch: float = 1.45
-    crop_scales: tuple[float, ...] = (0.9, 0.8)
+    crop_scale: float = 0.85  # hashed crops: at the four corners and the centre
     rotations: tuple[float, ...] = (5.0, 9.0)
     border_tolerance: int = 10
+    vocab_branching: int = 16  # vocabulary tree (dedup.vocab): children per node
+    vocab_per_word: int = 4  # evaluation descriptors per word the tree's depth aims at
 
     def to_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
@@ -52,9 +58,6 @@ class FeatureConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "FeatureConfig":
         return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
-
-
-ORB_VIEWS = ("original", "mirror", "wide", "mirror_wide", "tall", "mirror_tall")
 
 
 class UnreadableImage(ValueError):
@@ -195,30 +198,33 @@ def rotated(grey: np.ndarray, degrees: float) -> np.ndarray:
 
 
 def hash_views(grey: np.ndarray, config: FeatureConfig) -> list[np.ndarray]:
-    """The evaluation-side views that get a hash: for the image and its mirror, the whole, crops
-    at each scale in a 3x3 grid of positions, and each small rotation both ways (straightened)."""
-    views = []
-    for image in (grey, grey[:, ::-1]):
-        views.append(image)
-        height, width = image.shape
-        for scale in config.crop_scales:
-            ch, cw = int(height * scale), int(width * scale)
-            for fy in (0.0, 0.5, 1.0):
-                for fx in (0.0, 0.5, 1.0):
-                    y, x = int((height - ch) * fy), int((width - cw) * fx)
-                    views.append(image[y:y + ch, x:x + cw])
-        for degrees in config.rotations:
-            views.extend(rotated(image, sign * degrees) for sign in (-1, 1))
+    """The evaluation-side views that get a hash: the whole image, crops at ``crop_scale`` at the
+    four corners and the centre, and each small rotation both ways (straightened). No mirrors:
+    the pool side hashes its own mirror image (:func:`pool_hashes`)."""
+    views = [grey]
+    height, width = grey.shape
+    ch, cw = int(height * config.crop_scale), int(width * config.crop_scale)
+    for fy, fx in ((0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0), (0.5, 0.5)):
+        y, x = int((height - ch) * fy), int((width - cw) * fx)
+        views.append(grey[y:y + ch, x:x + cw])
+    for degrees in config.rotations:
+        views.extend(rotated(grey, sign * degrees) for sign in (-1, 1))
     return views
 
 
-def pool_hashes(grey: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """(k, 8) codes of a pool image: the image, and its interior when it has uniform borders."""
-    codes = [phash(grey)]
+def view_count(config: FeatureConfig) -> int:
+    return 6 + 2 * len(config.rotations)
+
+
+def pool_hashes(grey: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(k, 8) codes of a pool image and whether each is of the mirror image: the image and its
+    mirror, and when it has uniform borders its interior and that one's mirror."""
+    images = [grey]
     inner = trim_borders(grey, config.border_tolerance)
     if inner.shape != grey.shape:
-        codes.append(phash(inner))
-    return np.stack(codes)
+        images.append(inner)
+    codes = [phash(image) for image in images] + [phash(image[:, ::-1]) for image in images]
+    return np.stack(codes), np.repeat([False, True], len(images))
 
 
 def eval_hashes(grey: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -229,30 +235,43 @@ def eval_hashes(grey: np.ndarray, config: FeatureConfig) -> np.ndarray:
 _LOCAL = threading.local()  # one ORB detector per thread (the crawl matches from many threads)
 
 
-def orb(grey: np.ndarray, keypoints: int, levels: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """(points (n, 2) float32, descriptors (n, 32) uint8), n possibly 0."""
+def _detector(keypoints: int, levels: int):
     detectors = _LOCAL.__dict__.setdefault("orb", {})
-    key = (keypoints, levels)
-    if key not in detectors:
-        detectors[key] = cv2.ORB_create(nfeatures=keypoints, nlevels=levels, fastThreshold=10)
-    found, descriptors = detectors[key].detectAndCompute(grey, None)
+    if (keypoints, levels) not in detectors:
+        detectors[keypoints, levels] = cv2.ORB_create(nfeatures=keypoints, nlevels=levels, fastThreshold=10)
+    return detectors[keypoints, levels]
+
+
+def _arrays(found, descriptors) -> tuple[np.ndarray, np.ndarray]:
     if descriptors is None or not found:
         return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
-    return np.array([point.pt for point in found], np.float32), descriptors
+    return cv2.KeyPoint_convert(found).reshape(-1, 2).astype(np.float32), descriptors
 
 
-def orb_views(grey: np.ndarray, config: FeatureConfig) -> list[np.ndarray]:
-    """The evaluation-side images ORB describes, in :data:`ORB_VIEWS` order."""
-    height, width = grey.shape
-    mirror = np.ascontiguousarray(grey[:, ::-1])
-    wide = (round(width * config.stretch), height)
-    tall = (width, round(height * config.stretch))
-    views = [grey, mirror]
-    for size in (wide, tall):
-        views.extend(normalise(cv2.resize(image, size, interpolation=cv2.INTER_CUBIC), config.side)
-                     for image in (grey, mirror))
-    return views
+def orb(grey: np.ndarray, keypoints: int, levels: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """(points (n, 2) float32, descriptors (n, 32) uint8), n possibly 0."""
+    return _arrays(*_detector(keypoints, levels).detectAndCompute(grey, None))
 
 
-def pool_orb(grey: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
-    return orb(grey, config.pool_keypoints, config.pool_levels)
+def eval_orb(grey: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluation side: the ``eval_keypoints`` strongest keypoints over ``eval_levels`` scales."""
+    return orb(grey, config.eval_keypoints, config.eval_levels)
+
+
+Described = tuple[np.ndarray, np.ndarray]  # (points, descriptors)
+
+
+def pool_orb(grey: np.ndarray, config: FeatureConfig) -> tuple[Described, Described]:
+    """The pool side: the image's keypoints, and the mirror image's at the mirrored positions
+    (points in the mirror image's coordinates). FAST corners and Harris scores are
+    mirror-symmetric, so the mirror skips detection: about a third of the cost of describing it."""
+    detector = _detector(config.pool_keypoints, config.pool_levels)
+    found, descriptors = detector.detectAndCompute(grey, None)
+    if descriptors is None or not found:
+        empty = _arrays(None, None)
+        return empty, empty
+    width = grey.shape[1]
+    flipped = [cv2.KeyPoint(width - 1 - point.pt[0], point.pt[1], point.size, (180.0 - point.angle) % 360.0,
+                            point.response, point.octave) for point in found]
+    mirrored = detector.compute(np.ascontiguousarray(grey[:, ::-1]), flipped)
+    return _arrays(found, descriptors), _arrays(*mirrored)

@@ -69,7 +69,7 @@ def summarize(results: list[dict], indexes: list["EvalIndex"], config: "AuditCon
         "eval_sets": eval_sets,
         "unreadable_samples": unreadable, "damaged_shards": damaged, "dropped_members": dropped,
         "detector": {"min_inliers": config.detect.min_inliers, "hash_threshold": config.detect.hash_threshold,
-                     "nprobe": config.detect.nprobe, "indexes": [index.summary() for index in indexes]},
+                     "spread": config.detect.spread, "indexes": [index.summary() for index in indexes]},
         "write_clean": config.write_clean,
     }
 
@@ -119,18 +119,41 @@ def zero_shot(indexes: list["EvalIndex"], results: list[dict], config: "AuditCon
         logits = zeroshot.image_features(model, torch.stack(tensors)) @ classifier
         correct = (logits.argmax(dim=1) == torch.tensor([position[item["label"]] for item in items])).tolist()
         hit = set().union(*(r["hits"].get(index.name, set()) for r in results))
-
-        def top1(chosen: list[bool]) -> float | None:
-            return round(100 * sum(chosen) / len(chosen), 3) if chosen else None
-
-        all_ = top1(correct)
-        overlap = top1([c for item, c in zip(items, correct) if item["eval_id"] in hit])
-        clean = top1([c for item, c in zip(items, correct) if item["eval_id"] not in hit])
-        out[index.name] = {"top1_all": all_, "top1_clean": clean, "top1_overlap": overlap,
-                           "overlap_minus_all": None if overlap is None else round(overlap - all_, 3),
-                           "clean_minus_all": None if clean is None else round(clean - all_, 3),
-                           "classes": len(classnames), "chance": round(100 / len(classnames), 3)}
+        out[index.name] = accuracy_split(correct, [item["eval_id"] in hit for item in items], len(classnames))
     return out
+
+
+def accuracy_split(correct: list[bool], overlapping: list[bool], classes: int) -> dict:
+    """Top-1 on All, Clean and Overlap (percent), the differences, the sample sizes and CLIP's
+    significance test of Overlap against Clean (:mod:`dedup.significance`)."""
+    from dedup.significance import overlap_test
+
+    def top1(chosen: list[bool]) -> float | None:
+        return round(100 * sum(chosen) / len(chosen), 3) if chosen else None
+
+    overlap_hits = [c for c, o in zip(correct, overlapping) if o]
+    clean_hits = [c for c, o in zip(correct, overlapping) if not o]
+    all_, overlap, clean = top1(correct), top1(overlap_hits), top1(clean_hits)
+    return {"top1_all": all_, "top1_clean": clean, "top1_overlap": overlap,
+            "overlap_minus_all": None if overlap is None else round(overlap - all_, 3),
+            "clean_minus_all": None if clean is None else round(clean - all_, 3),
+            "n_all": len(correct), "n_clean": len(clean_hits), "n_overlap": len(overlap_hits),
+            "significance": overlap_test(sum(overlap_hits), len(overlap_hits), sum(clean_hits), len(clean_hits)),
+            "classes": classes, "chance": round(100 / classes, 3)}
+
+
+def accuracy_cell(zs: dict | None) -> str:
+    """The summary table's zero-shot cell: accuracies with sample sizes, and the test."""
+    if not zs:
+        return "no checkpoint"
+    text = (f"{zs['top1_all']} / {zs['top1_clean']} / {zs['top1_overlap']} "
+            f"(n = {zs.get('n_all')} / {zs.get('n_clean')} / {zs.get('n_overlap')})")
+    test = zs.get("significance")
+    if test:
+        low, high = test["overlap_interval"]
+        text += (f"<br>Overlap vs Clean: one-sided binomial p = {test['p_value']:.4g}; Overlap "
+                 f"{100 * test['confidence']:g}% Clopper-Pearson interval {100 * low:.1f}-{100 * high:.1f}%")
+    return text
 
 
 # -- HTML ------------------------------------------------------------------------------------------
@@ -162,7 +185,7 @@ def render_html(summary: dict, results: list[dict], indexes: list["EvalIndex"]) 
     body = []
     for name, entry in summary["eval_sets"].items():
         zs = entry.get("zero_shot")
-        accuracy = (f"{zs['top1_all']} / {zs['top1_clean']} / {zs['top1_overlap']}" if zs else "no checkpoint")
+        accuracy = accuracy_cell(zs)
         body.append(f"<tr><td>{esc(name)}</td><td>{entry['all']}</td><td>{entry['overlap']}</td><td>{entry['clean']}"
                     f"</td><td>{entry['contamination_pct']}</td><td>{entry['pool_duplicates']}</td><td>{accuracy}</td></tr>")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>wit dedup audit</title><style>{_STYLE}</style>"

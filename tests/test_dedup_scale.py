@@ -1,0 +1,154 @@
+"""The dedup index at scale: exact hash search, the vocabulary tree, many evaluation sets in one
+index with per-set report tables, memory-mapped loading, the old format refused with the command
+to rebuild, and the per-image cost of the index."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dedup import features, hashindex, quality, store, transforms, vocab
+from dedup.detect import Detector
+from tests.conftest import require_shared_data
+
+
+@pytest.fixture(scope="module")
+def photos():
+    data = require_shared_data()
+    return quality.photo_sets(data, 8, seed=5)
+
+
+def test_hash_search_is_exact_within_its_radius_on_real_codes(photos):
+    """Every code within the radius, and only those, as faiss's exhaustive search finds them."""
+    import faiss
+
+    config = features.FeatureConfig()
+    codes = np.concatenate([features.eval_hashes(features.decode_grey(p.read_bytes()), config)
+                            for p in photos[1][:60]])
+    rng = np.random.default_rng(0)
+    bits = np.unpackbits(codes[rng.integers(0, len(codes), 40)], axis=1)
+    for row, count in enumerate(rng.integers(0, 8, len(bits))):
+        bits[row, rng.choice(64, count, replace=False)] ^= 1
+    queries = np.packbits(bits, axis=1)
+    order, starts = hashindex.build(codes)
+    for radius in (0, 4, 5, 7):
+        query, rows, distance = hashindex.search(codes, order, starts, queries, radius)
+        flat = faiss.IndexBinaryFlat(64)
+        flat.add(codes)
+        limits, distances, ids = flat.range_search(queries, radius + 1)
+        expected = {(q, int(ids[j]), int(distances[j])) for q in range(len(queries))
+                    for j in range(limits[q], limits[q + 1])}
+        assert set(zip(query.tolist(), rows.tolist(), distance.tolist())) == expected
+        assert len(expected) > 0
+    with pytest.raises(ValueError, match="exact up to 7"):
+        hashindex.search(codes, order, starts, queries, 8)
+
+
+def test_vocabulary_tree_is_seeded_and_its_postings_are_complete():
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 256, (3000, 32), np.uint8)
+    nodes = vocab.train(codes, 4, 3, seed=2)
+    assert np.array_equal(nodes, vocab.train(codes, 4, 3, seed=2))
+    assert vocab.word_count(nodes) == 64
+    words = vocab.assign(nodes, codes)[:, 0]
+    assert words.min() >= 0 and words.max() < 64
+    # a code's own word holds it; two nearest leaves include the nearest
+    assert np.array_equal(vocab.assign(nodes, codes, spread=2)[:, 0], words)
+    rows = np.arange(len(codes), dtype=np.int32) // 10
+    lists, starts = vocab.postings(words, rows, 64)
+    for word in (int(words[0]), int(words[17])):
+        assert sorted(vocab.gather(starts, lists, np.array([word]))) == sorted(rows[words == word])
+    both = vocab.gather(starts, lists, np.array([words[0], words[17]]))
+    assert len(both) == (words == words[0]).sum() + (words == words[17]).sum()
+
+
+def _copy(photo, family: str) -> bytes:
+    with Image.open(photo) as image:
+        return quality.encode(transforms.apply(family, image.convert("RGB"), random.Random(photo.name)))
+
+
+def test_many_sets_in_one_index_report_per_set(tmp_path, photos):
+    """`wit dedup index --set A=... --set B=... --set-labels` makes one index; the audit's
+    report has one row per set, each with its own overlap, and the HTML one table per set."""
+    from dedup import audit
+    from dedup import index as index_job
+    from pipeline import shards
+
+    for name, chosen in (("alpha", photos[0][:3]), ("beta", photos[0][3:6])):
+        (tmp_path / name).mkdir()
+        for photo in chosen:
+            (tmp_path / name / photo.name).write_bytes(photo.read_bytes())
+    (tmp_path / "alpha.tsv").write_text("file\tlabel\n" + "".join(f"{p.name}\tthing\n" for p in photos[0][:3]))
+    assert index_job.run(["--name", "suite", "--set", f"alpha={tmp_path / 'alpha'}", "--set",
+                          f"beta={tmp_path / 'beta'}", "--set-labels", f"alpha={tmp_path / 'alpha.tsv'}",
+                          "--out", str(tmp_path / "index")]) == 0
+    meta = json.loads((tmp_path / "index" / "index.json").read_text())
+    assert meta["format"] == store.FORMAT and meta["sets"] == {"alpha": {"items": 3, "readable": 3},
+                                                               "beta": {"items": 3, "readable": 3}}
+    # one copy from alpha, two from beta, two distractors
+    rows = [(photos[0][0], "crop"), (photos[0][3], "flip"), (photos[0][4], "border"),
+            (photos[1][0], "jpeg"), (photos[1][1], "rotate")]
+    samples = [shards.Sample(key=f"00000{i:04d}", url=f"https://example.com/{i}.jpg", caption="c", status="success",
+                             image=_copy(photo, family)) for i, (photo, family) in enumerate(rows)]
+    shards.write_shard(str(tmp_path / "shards"), 0, samples, "jpg")
+    assert audit.run(["--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path / "index"),
+                      "--out", str(tmp_path / "audit")]) == 0
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert {name: (s["all"], s["overlap"], s["clean"]) for name, s in report["eval_sets"].items()} == {
+        "alpha": (3, 1, 2), "beta": (3, 2, 1)}
+    html = (tmp_path / "audit" / "report.html").read_text()
+    assert "alpha: 1 matched pairs" in html and "beta: 2 matched pairs" in html
+    loaded = store.load(str(tmp_path / "index"))
+    assert {item["eval_set"]: item["label"] for item in loaded.items if item["eval_set"] == "alpha"} == {"alpha": "thing"}
+
+
+def test_sets_file_and_set_names_must_differ(tmp_path, photos):
+    from dedup import index as index_job
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jpg").write_bytes(photos[0][0].read_bytes())
+    sets = tmp_path / "sets.yaml"
+    sets.write_text(f"sets:\n  - name: first\n    images: [{tmp_path / 'a'}]\n  - name: second\n"
+                    f"    images: {tmp_path / 'a'}\n")
+    assert index_job.run(["--sets", str(sets), "--out", str(tmp_path / "index")]) == 0
+    assert store.load(str(tmp_path / "index")).sets == ["first", "second"]
+    with pytest.raises(SystemExit):
+        index_job.run(["--set", f"one={tmp_path / 'a'}", "--set", f"one={tmp_path / 'a'}", "--out", str(tmp_path / "i2")])
+
+
+def _mapped(array: np.ndarray) -> bool:
+    """Whether the array's memory is a file mapping (not a copy in the process)."""
+    import mmap
+
+    while array is not None and not isinstance(array, mmap.mmap):
+        array = getattr(array, "base", None)
+    return array is not None
+
+
+def test_loaded_index_is_mapped_pickles_as_its_path_and_costs_under_5_kb_an_image(tmp_path, photos):
+    index = quality.index_photos("eight", photos[0])
+    store.save(index, str(tmp_path / "index"))
+    loaded = store.load(str(tmp_path / "index"))
+    assert all(_mapped(array) for array in loaded.arrays.values())
+    assert len(pickle.dumps(loaded)) < 1000  # a Beam side input carries the path, each worker maps the files
+    again = pickle.loads(pickle.dumps(loaded))
+    assert again.path == loaded.path and np.array_equal(again.descriptors, index.descriptors)
+    # the part that grows with the index (the tree, the word and hash-table starts are fixed costs)
+    fixed = sum(loaded.arrays[name].nbytes for name in ("vocab", "word_starts", "hash_starts"))
+    per_image = (loaded.nbytes() - fixed) / len(loaded)
+    assert per_image <= 5000, per_image
+    found = Detector([again]).match(_copy(photos[0][2], "crop"))
+    assert [again.key(m.item)[1] for m in found if m.is_duplicate] == [photos[0][2].name]
+
+
+def test_an_index_of_the_previous_format_is_refused_with_the_command_to_rebuild_it(tmp_path):
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "index.json").write_text(json.dumps({"format": "wit-dedup-index/1", "name": "imagenet-val"}))
+    with pytest.raises(store.IndexError_, match=r"wit-dedup-index/1.*wit dedup index --name imagenet-val"):
+        store.load(str(folder))
