@@ -2,7 +2,8 @@
 
 Outputs under ``--out``: ``urls/part-NNNNN.parquet`` (``url``, ``caption``, ``uid``,
 ``entry_ids``, ``keep_prob``, ``source``, ``page_url``: img2dataset reads them as they are),
-``entry_counts.parquet`` (entry_id, entry, matched, kept), ``rejects/part-NNNNN.parquet`` (every
+``entry_counts.parquet`` (entry_id, entry, matched, kept: kept pairs containing the entry,
+selected: those it selected itself, at most t under ``--cap strict``), ``rejects/part-NNNNN.parquet`` (every
 dropped row with its reason), ``curation_report.json`` and ``balance.png``. A run that keeps
 nothing, or under ``--min-kept-ratio`` of the candidates it read, fails with the counts after
 writing the report. See ``docs/curation.md``.
@@ -62,6 +63,7 @@ class CurateConfig:
     reader: candidates.ReaderConfig = field(default_factory=candidates.ReaderConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
     max_per_query: int = 20_000
+    cap: str = "strict"
     oversample: float = 1.0
     seed: int = 0
     url_shards: int = 16
@@ -73,9 +75,16 @@ class CurateConfig:
     def target(self) -> float:
         return self.max_per_query * self.oversample
 
+    @property
+    def quota(self) -> int:
+        """The strict cap: the most pairs one entry selects (t, times --oversample)."""
+        return int(self.target)
+
     def __post_init__(self) -> None:
         if self.max_per_query < 1 or self.oversample < 1.0 or self.url_shards < 1:
             raise ValueError("--max-per-query and --url-shards must be >= 1, --oversample >= 1.0")
+        if self.cap not in balance.CAPS:
+            raise ValueError(f"--cap must be one of {', '.join(balance.CAPS)}")
         if not 0.0 <= self.min_kept_ratio <= 1.0:
             raise ValueError("--min-kept-ratio must be between 0 and 1")
 
@@ -89,7 +98,11 @@ def add_arguments(parser) -> None:
                         help="caption column of url-list files; a name other than the default must be in every file")
     parser.add_argument("--queries", default=None, metavar="PATH", help="metadata.json from `wit queries`")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (local or gs://)")
-    parser.add_argument("--max-per-query", type=int, default=20_000, help="t: pairs kept per entry (in expectation)")
+    parser.add_argument("--max-per-query", type=int, default=20_000, help="t: at most this many pairs per entry")
+    parser.add_argument("--cap", default="strict", choices=balance.CAPS,
+                        help="strict: an entry matching more than t pairs selects exactly the t with the smallest "
+                             "seeded draw (two passes); expected: MetaCLIP's draw, t selected on average; either "
+                             "way a pair is kept when one of its entries selects it")
     parser.add_argument("--oversample", type=float, default=1.0, help="keep t x this, for a re-balance after the crawl")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--english-only", action="store_true", help="drop captions py3langid does not call English")
@@ -115,7 +128,7 @@ def config_from_args(args: argparse.Namespace) -> CurateConfig:
         pool=args.pool or [], queries=args.queries, out=args.out,
         reader=candidates.ReaderConfig(args.pool_format, args.url_col, args.caption_col),
         clean=CleanConfig(max_caption_chars=args.max_caption_chars, english_only=args.english_only),
-        max_per_query=args.max_per_query, oversample=args.oversample, seed=args.seed, url_shards=args.url_shards,
+        max_per_query=args.max_per_query, cap=args.cap, oversample=args.oversample, seed=args.seed, url_shards=args.url_shards,
         rebalance=args.rebalance, min_kept_ratio=args.min_kept_ratio)
 
 
@@ -308,30 +321,66 @@ def read_matched(path: str, size: int):
     yield stat("dropped_not_success", table.num_rows - used)
 
 
-class BalanceFn(beam.DoFn):
-    """A batch of matched pairs -> (url shard, kept pair); kept entry counts per bundle."""
+TALLIES = ("selected_strict", "selected_expected", "kept_strict", "kept_expected")
 
-    def __init__(self, target: float, seed: int, shards: int) -> None:
-        self.target, self.seed, self.shards = target, seed, shards
+
+class BalanceFn(beam.DoFn):
+    """A batch of matched pairs -> (url shard, kept pair) under ``cap``. Both caps are decided for
+    every pair (one draw per entry serves both), so the report compares them from one run: per
+    bundle, pairs selected by each entry and pairs kept containing it, per cap (``tallies``)."""
+
+    def __init__(self, target: float, seed: int, shards: int, cap: str = "strict") -> None:
+        self.target, self.seed, self.shards, self.cap = target, seed, shards, cap
 
     def start_bundle(self) -> None:
-        self.kept: Counter = Counter()
-        self.pairs_kept = 0
+        self.tallies = {name: Counter() for name in TALLIES}
+        self.pairs = Counter()
 
-    def process(self, batch: list[dict], counts: dict):
+    def process(self, batch: list[dict], counts: dict, cutoffs: dict):
         for pair in batch:
             entry_ids = sorted(pair["entry_ids"])  # matching hands over sets; the product needs an order
-            kept, probability = balance.decide(pair["uid"], entry_ids, counts, self.target, self.seed)
-            if kept:
-                self.pairs_kept += 1
-                self.kept.update(entry_ids)
+            chosen = balance.selections(pair["uid"], entry_ids, counts, self.target, self.seed, cutoffs)
+            for cap, entries in chosen.items():
+                if entries:
+                    self.pairs[f"pairs_kept_{cap}"] += 1
+                    self.tallies[f"selected_{cap}"].update(entries)
+                    self.tallies[f"kept_{cap}"].update(entry_ids)
+            if chosen[self.cap]:
                 row = {name: pair.get(name) for name in URL_COLUMNS}
-                row["entry_ids"], row["keep_prob"] = entry_ids, probability
+                row["entry_ids"] = entry_ids
+                row["keep_prob"] = balance.keep_probability(entry_ids, counts, self.target)
                 yield shard_key(pair["uid"], self.shards), row
 
     def finish_bundle(self):
-        yield beam.pvalue.TaggedOutput("stats", windowed(("pairs_kept", self.pairs_kept)))
-        yield beam.pvalue.TaggedOutput("kept_counts", windowed(dict(self.kept)))
+        self.pairs["pairs_kept"] = self.pairs[f"pairs_kept_{self.cap}"]
+        for name in ("pairs_kept", "pairs_kept_strict", "pairs_kept_expected"):
+            yield beam.pvalue.TaggedOutput("stats", windowed((name, self.pairs[name])))
+        for name, counts in self.tallies.items():
+            yield beam.pvalue.TaggedOutput("tallies", windowed((name, dict(counts))))
+
+
+def over_quota(batch: list[dict], counts: dict, quota: int, seed: int):
+    """(entry, selection key) for each entry of each pair whose entry matches more than ``quota``."""
+    for pair in batch:
+        for entry_id in pair["entry_ids"]:
+            if counts[entry_id] > quota:
+                yield entry_id, balance.selection_key(seed, pair["uid"], entry_id)
+
+
+class QuotaCutoffs(beam.PTransform):
+    """The strict cap's first pass: per entry matching more than ``quota`` pairs, the ``quota``-th
+    smallest selection key (a per-key top: at most ``quota`` keys of one entry held together)."""
+
+    def __init__(self, counts, quota: int, seed: int) -> None:
+        super().__init__()
+        self.counts, self.quota, self.seed = counts, quota, seed
+
+    def expand(self, matched):
+        return (matched
+                | "KeysOverQuota" >> beam.FlatMap(over_quota, beam.pvalue.AsSingleton(self.counts), self.quota,
+                                                  self.seed)
+                | "SmallestKeys" >> beam.combiners.Top.SmallestPerKey(self.quota)
+                | "Cutoff" >> beam.MapTuple(lambda entry_id, keys: (entry_id, max(keys))))
 
 
 REBALANCE_BATCH = 512
@@ -394,24 +443,28 @@ def check_kept(figures: dict, min_ratio: float) -> None:
         f"{figures['unique_pairs']}, matched {figures['matched_pairs']}; see curation_report.json and rejects/")
 
 
-def finish(_, stats: dict, matched: dict, kept: dict, config: CurateConfig) -> dict:
+def finish(_, stats: dict, matched: dict, tallies: dict, config: CurateConfig) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     entries = load_entries(config.queries)
+    tallies = {name: tallies.get(name, {}) for name in TALLIES}
+    kept, selected = tallies[f"kept_{config.cap}"], tallies[f"selected_{config.cap}"]
     table = pa.table({
         "entry_id": pa.array(range(len(entries)), pa.int32()),
         "entry": entries,
         "matched": pa.array([matched.get(i, 0) for i in range(len(entries))], pa.int64()),
         "kept": pa.array([kept.get(i, 0) for i in range(len(entries))], pa.int64()),
+        "selected": pa.array([selected.get(i, 0) for i in range(len(entries))], pa.int64()),  # by the entry itself
     })
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     write_bytes_atomic(join(config.out, "entry_counts.parquet"), buffer.getvalue())
     summary_config = {**asdict(config), "target": config.target}
-    figures = report.summarize(stats, matched, kept, entries, config.max_per_query, summary_config)
+    figures = report.summarize(stats, matched, kept, entries, config.max_per_query, summary_config, tallies,
+                               config.cap, config.target)
     figures["captions_made_text"] = {name: stats[name] for name in (NOT_TEXT, NOT_UTF8) if stats.get(name)}
-    report.write_report(config.out, figures, report.balance_plot(matched, kept, config.max_per_query))
+    report.write_report(config.out, figures, report.balance_plot(matched, tallies, config.quota, config.cap))
     check_kept(figures, config.min_kept_ratio)
     return figures
 
@@ -440,12 +493,14 @@ def build_pipeline(pipeline, config: CurateConfig) -> None:
         rejects = read.rejects
 
     matched_counts = matched | "CountMatched" >> beam.CombineGlobally(CountEntries(len(entries)))
+    cutoffs = matched | "QuotaCutoffs" >> QuotaCutoffs(matched_counts, config.quota, config.seed)
     decided = matched | "Balance" >> beam.ParDo(
-        BalanceFn(config.target, config.seed, config.url_shards), beam.pvalue.AsSingleton(matched_counts)
-    ).with_outputs("stats", "kept_counts", main="kept")
+        BalanceFn(config.target, config.seed, config.url_shards, config.cap), beam.pvalue.AsSingleton(matched_counts),
+        beam.pvalue.AsDict(cutoffs)).with_outputs("stats", "tallies", main="kept")
     stats_parts.append(decided.stats)
-    kept_counts = decided.kept_counts | "CountKept" >> beam.CombineGlobally(MergeCounts())
-    (decided.kept
+    tallies = decided.tallies | "SumTallies" >> beam.CombinePerKey(MergeCounts())
+    kept = decided.kept
+    (kept
      | "GroupUrlShard" >> beam.GroupByKey()
      | "WriteUrls" >> beam.Map(write_url_shard, config.out, config.url_shards))
     reject_shards = max(1, config.url_shards // 4)
@@ -458,7 +513,7 @@ def build_pipeline(pipeline, config: CurateConfig) -> None:
     (pipeline
      | "Once" >> beam.Create([None])
      | "Report" >> beam.Map(finish, beam.pvalue.AsDict(stats), beam.pvalue.AsSingleton(matched_counts),
-                            beam.pvalue.AsSingleton(kept_counts), config))
+                            beam.pvalue.AsDict(tallies), config))
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -5,13 +5,20 @@ from __future__ import annotations
 import io
 import json
 
+from pipeline.balance import overshoot
 from wit.storage import join, write_bytes_atomic, write_text_atomic
 
 TOP = 20
 
 
 def summarize(stats: dict, matched: dict[int, int], kept: dict[int, int], entries: list[str], target: int,
-              config: dict) -> dict:
+              config: dict, tallies: dict[str, dict[int, int]] | None = None, cap: str = "expected",
+              quota: float | None = None) -> dict:
+    """``tallies``: per entry, under each cap, pairs it selected (``selected_strict``,
+    ``selected_expected``) and kept pairs containing it (``kept_strict``, ``kept_expected``);
+    ``quota``: the count an entry may select (t, or t x --oversample)."""
+    quota = target if quota is None else quota
+    tallies = tallies or {}
     pool = stats.get("candidates_read", 0)
     pairs = stats.get("pairs_unique", 0)
     matched_pairs = stats.get("pairs_matched", 0)
@@ -42,25 +49,52 @@ def summarize(stats: dict, matched: dict[int, int], kept: dict[int, int], entrie
         "head_share_of_matches": sum(head.values()) / total_matches if total_matches else 0.0,
         "top_before": top(matched),
         "top_after": top(kept),
+        "cap": cap,
+        # both caps are decided in every run: the quota each entry fills (selected) and the pairs
+        # kept that contain it (kept; co-occurrence takes an entry past t under either cap)
+        "overshoot": {mode: {"selected": overshoot(tallies.get(f"selected_{mode}", {}), quota),
+                             "kept": overshoot(tallies.get(f"kept_{mode}", {}), quota),
+                             "pairs_kept": stats.get(f"pairs_kept_{mode}", 0)}
+                      for mode in ("strict", "expected")},
+        "top_overshoot": top_overshoot(matched, tallies, entries, quota),
     }
 
 
-def balance_plot(matched: dict[int, int], kept: dict[int, int], target: int) -> bytes:
+def top_overshoot(matched: dict[int, int], tallies: dict[str, dict[int, int]], entries: list[str],
+                  quota: float) -> list[dict]:
+    """The entries MetaCLIP's draw takes furthest past t, with their counts under both caps."""
+    drawn = tallies.get("selected_expected", {})
+    ranked = sorted(((e, c) for e, c in drawn.items() if c > quota), key=lambda kv: (-kv[1], kv[0]))[:TOP]
+    return [{"entry_id": e, "entry": entries[e], "matched": matched.get(e, 0),
+             **{name: tallies.get(name, {}).get(e, 0) for name in sorted(tallies)}} for e, _ in ranked]
+
+
+def balance_plot(matched: dict[int, int], tallies: dict[str, dict[int, int]], target: int, cap: str) -> bytes:
+    """Pairs per entry by rank, log-log: matched, and under each cap the pairs each entry selected
+    (flat at t under strict; scattered about t under expected) and the kept pairs containing it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for counts, label in ((matched, "matched (before)"), (kept, "kept (after)")):
+    figure, axis = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    curves = [(matched, "matched", "-")]
+    for mode in ("strict", "expected"):
+        chosen = " (this run)" if mode == cap else ""
+        for kind, style in (("selected", "-"), ("kept", ":")):
+            worst = overshoot(tallies.get(f"{kind}_{mode}", {}), target)
+            curves.append((tallies.get(f"{kind}_{mode}", {}),
+                           f"{kind}, --cap {mode}{chosen}: max {worst['max_over_t']} t, "
+                           f"{worst['entries_over_t']:,} over t", style))
+    for counts, label, style in curves:
         values = sorted(counts.values(), reverse=True)
         if values:
-            axis.loglog(range(1, len(values) + 1), values, label=label, linewidth=1.5)
+            axis.loglog(range(1, len(values) + 1), values, style, label=label, linewidth=1.3)
     axis.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"t = {target:,}")
     axis.set_xlabel("entry rank")
     axis.set_ylabel("pairs per entry")
     axis.set_title("Pairs per query entry, before and after balancing")
-    axis.legend()
+    axis.legend(fontsize=7)
     axis.grid(True, which="both", alpha=0.3)
     buffer = io.BytesIO()
     figure.tight_layout()

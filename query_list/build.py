@@ -2,8 +2,9 @@
 
 The list joins four parts (see ``docs/query_list.md``): words seen at least ``--min-count``
 times, the bigrams with the highest PMI among those seen ``--bigram-min-count`` times (at most
-``--bigram-budget``), titles of articles with at least ``--title-min-views`` views, and every
-WordNet synset's head lemma; ``--target-size`` caps the total. Outputs under ``--out``:
+``--bigram-budget``), titles with at least ``--title-min-views`` views (desktop and mobile
+together) that are articles of the dump (no redirect, disambiguation or missing page: those are
+counted in ``titles_dropped_not_in_dump``), and every WordNet synset's head lemma; ``--target-size`` caps the total. Outputs under ``--out``:
 ``metadata.json`` (the list; index = entry id), ``entries.parquet`` and ``query_stats.json``.
 When no source gives an entry the job fails with the counts (``query_stats.json`` only).
 
@@ -137,6 +138,8 @@ class ReadPagesFn(beam.DoFn):
                 continue
             text = record.text if record.plain else wikitext.wikitext_to_prose(record.text)
             yield beam.pvalue.TaggedOutput("stats", ("documents_read", 1))
+            if record.title:  # an article of the dump: a title from page views must be one
+                yield beam.pvalue.TaggedOutput("articles", (pageviews.canonical_title(record.title), None))
             yield text
 
 
@@ -259,6 +262,20 @@ def join_right(element, total: int):
             yield f"{w1} {w2}", count, pmi(count, left, counts[0], total)
 
 
+def article_views(element, min_views: int):
+    """(canonical title, {views: [(title, views)], articles: [...]}) -> (title, total views) when
+    the total reaches ``min_views`` and the dump holds the title as an article (not a redirect,
+    a disambiguation page or a missing page); such titles it lacks are counted, not kept."""
+    title, grouped = element
+    total = sum(views for _, views in grouped["views"])
+    if total < min_views:
+        return
+    if grouped["articles"]:
+        yield title, total
+    else:
+        yield beam.pvalue.TaggedOutput("stats", ("titles_dropped_not_in_dump", 1))
+
+
 def best_title(element):
     """Several titles can share a normalised key; views add up, the most viewed spelling wins."""
     key, titles = element
@@ -310,6 +327,7 @@ def finish(entries: list[Entry], stats: dict, bad: list[dict], config: QueryList
         "bad_inputs": sorted(bad, key=lambda b: (b["path"], b["offset"])),
         "bigrams_scored": counters.pop("bigrams_scored", 0),
         "titles_over_threshold": counters.pop("titles_over_threshold", 0),
+        "titles_dropped_not_in_dump": counters.pop("titles_dropped_not_in_dump", 0),
         "thresholds": config.thresholds(),
         **summary,
         "other_counters": counters,
@@ -345,7 +363,8 @@ def build_pipeline(pipeline, config: QueryListConfig) -> None:
              | "ListWikiFiles" >> beam.Create(wiki_paths)
              | "PlanWork" >> beam.FlatMap(sources.plan)
              | "SpreadWork" >> beam.Reshuffle()
-             | "ReadPages" >> beam.ParDo(ReadPagesFn(config.skip_bad_input)).with_outputs("stats", "bad", main="texts"))
+             | "ReadPages" >> beam.ParDo(ReadPagesFn(config.skip_bad_input)).with_outputs("stats", "bad", "articles",
+                                                                                      main="texts"))
     totals = pages.texts | "CountNgrams" >> CountStage(config.count_shards, config.bigram_min_count)
     token_total = (totals
                    | "TokenTotal" >> beam.Filter(lambda kv: kv[0] == TOKENS_KEY)
@@ -374,10 +393,16 @@ def build_pipeline(pipeline, config: QueryListConfig) -> None:
                  | "SpreadPageviewFiles" >> beam.Reshuffle()
                  | "ReadPageviews" >> beam.FlatMap(read_pageview_file).with_outputs("stats", main="views"))
         view_stats.append(views.stats)
-        titles = (views.views
-                  | "SumViews" >> beam.CombinePerKey(sum)
-                  | "PopularTitles" >> beam.Filter(lambda tv, m: tv[1] >= m and any(is_word(t) for t in tokenize(tv[0])),
-                                                   config.title_min_views)
+        by_title = (views.views
+                    | "SumViews" >> beam.CombinePerKey(sum)
+                    | "CanonicalTitle" >> beam.Map(lambda tv: (pageviews.canonical_title(tv[0]), tv)))
+        joined = ({"views": by_title, "articles": pages.articles}
+                  | "JoinArticles" >> beam.CoGroupByKey()
+                  | "ArticleViews" >> beam.FlatMap(article_views, config.title_min_views).with_outputs(
+                      "stats", main="titles"))
+        view_stats.append(joined.stats)
+        titles = (joined.titles
+                  | "PopularTitles" >> beam.Filter(lambda tv: any(is_word(t) for t in tokenize(tv[0])))
                   | "KeyTitle" >> beam.Map(lambda tv: (normalize(tv[0]), tv))
                   | "GroupTitle" >> beam.GroupByKey()
                   | "BestTitle" >> beam.Map(best_title))

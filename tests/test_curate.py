@@ -442,3 +442,48 @@ def test_an_empty_query_list_fails_with_the_counts(tmp_path):
                    "--min-count", "50"])
     assert json.loads((tmp_path / "q" / "query_stats.json").read_text())["size"] == 0
     assert not (tmp_path / "q" / "metadata.json").exists()  # no empty list for curation to pick up
+
+
+def test_strict_cap_selects_at_most_t_per_entry_on_cc3m_and_expected_is_metaclips_draw(job_inputs, tmp_path):
+    """t = 20 on the 15,833 real CC3M captions. MetaCLIP's draw (``--cap expected``) has frequent
+    entries select more than t pairs; the strict cap (the default) has every entry select exactly
+    min(t, matched), the smallest of the same seeded draws, identically on a rerun with another
+    runner set-up; both caps' figures are in either run's report."""
+    data, _, _, queries = job_inputs
+    cc3m = str(data / "captions/cc3m/Validation_GCC-1.1.0-Validation.tsv")
+    common = ["--pool", cc3m, "--queries", queries, "--max-per-query", "20", "--url-shards", "2", "--seed", "5"]
+    assert curate.run(common + ["--out", str(tmp_path / "strict")]) == 0
+    assert curate.run(common + ["--out", str(tmp_path / "again"), "--direct_num_workers", "2",
+                                "--direct_running_mode", "multi_threading"]) == 0
+    assert curate.run(common + ["--cap", "expected", "--out", str(tmp_path / "expected")]) == 0
+    for name in ["entry_counts.parquet"] + [f"urls/part-{i:05d}-of-00002.parquet" for i in range(2)]:
+        assert (tmp_path / "strict" / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+
+    strict = pq.read_table(tmp_path / "strict" / "entry_counts.parquet").to_pandas()
+    expected = pq.read_table(tmp_path / "expected" / "entry_counts.parquet").to_pandas()
+    assert (strict.selected == strict.matched.clip(upper=20)).all()  # the quota, exactly
+    assert (expected.selected > 20).sum() >= 5  # the draw: t on average only
+    # expected mode is MetaCLIP's rule: entry e selects exactly the pairs with u(seed, uid, e) < t / count_e
+    urls = read_urls(str(tmp_path / "strict")).to_pylist()
+    drawn = read_urls(str(tmp_path / "expected")).to_pylist()
+    for entry_id, count, chosen in zip(expected.entry_id, expected.matched, expected.selected):
+        if count > 20:
+            assert chosen == sum(1 for row in drawn if entry_id in row["entry_ids"]
+                                 and balance.uniform(5, row["uid"], int(entry_id)) < 20 / count)
+    kept_by_entry = Counter(e for row in urls for e in row["entry_ids"])
+    assert dict(kept_by_entry) == {int(e): int(k) for e, k in zip(strict.entry_id, strict.kept) if k}
+    assert (strict.kept >= strict.selected).all() and (strict.kept > 20).any()  # co-occurrence, as in CLIP
+
+    report = json.loads((tmp_path / "strict" / "curation_report.json").read_text())
+    other = json.loads((tmp_path / "expected" / "curation_report.json").read_text())
+    assert report["cap"] == "strict" and other["cap"] == "expected"
+    assert report["overshoot"] == other["overshoot"]  # both caps decided in each run, the same way
+    assert report["overshoot"]["strict"]["selected"]["entries_over_t"] == 0
+    assert report["overshoot"]["strict"]["selected"]["max_over_t"] == 1.0
+    over = expected[expected.selected > 20]
+    assert report["overshoot"]["expected"]["selected"] == {
+        "max": int(expected.selected.max()), "max_over_t": round(expected.selected.max() / 20, 4),
+        "entries_over_t": len(over), "pairs_over_t": int((over.selected - 20).sum())}
+    assert report["kept_pairs"] == len(urls) == report["overshoot"]["strict"]["pairs_kept"]
+    assert other["kept_pairs"] == report["overshoot"]["expected"]["pairs_kept"]
+    assert report["top_overshoot"][0]["selected_expected"] == expected.selected.max()

@@ -71,7 +71,9 @@ def test_skip_reasons():
 def test_pageview_lines():
     assert pageviews.parse_line("en Albert_Einstein 12 0") == ("ok", ("Albert Einstein", 12))
     assert pageviews.parse_line("en Caf%C3%A9 3 0") == ("ok", ("Café", 3))
-    assert pageviews.parse_line("en.m Albert_Einstein 12 0")[0] == "other_domain"
+    assert pageviews.parse_line("en.m Albert_Einstein 12 0") == ("ok", ("Albert Einstein", 12))  # mobile counts
+    assert pageviews.parse_line("de.m Berlin 12 0")[0] == "other_domain"
+    assert pageviews.canonical_title("animal  Farm") == "Animal Farm" == pageviews.canonical_title("Animal Farm")
     assert pageviews.parse_line("en File:X.jpg 12 0")[0] == "namespaced"
     assert pageviews.parse_line("en User_talk:Someone 12 0")[0] == "namespaced"
     assert pageviews.parse_line("en Main_Page 99 0")[0] == "special"

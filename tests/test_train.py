@@ -212,20 +212,96 @@ def test_gradient_accumulation_keeps_the_contrastive_batch_global():
         assert torch.allclose(a, p.grad, atol=1e-5, rtol=1e-4)
 
 
-def test_optimizer_groups_and_schedule():
+@pytest.mark.parametrize("name", ["wit-tiny-32", "wit-rn-tiny-64"])
+def test_weight_decay_on_every_weight_that_is_not_a_gain_or_a_bias(name):
+    """The paper (section 2.5): decay on all weights that are not gains or biases. Embeddings are
+    weights, and are decayed unless --exempt-embeddings; the temperature is never decayed."""
     from trainer.models import create_model
 
-    model = create_model("wit-tiny-32")
-    plain, decay = parameter_groups(model, 0.2)
+    model = create_model(name)
+    modules = dict(model.named_modules())
+    gains = {f"{m}.weight" for m, module in modules.items()
+             if isinstance(module, (torch.nn.LayerNorm, torch.nn.BatchNorm2d))}
+    biases = {n for n, _ in model.named_parameters() if n.endswith("bias")}
     names = {id(p): n for n, p in model.named_parameters()}
-    exempt = {names[id(p)] for p in plain["params"]}
-    assert {"logit_scale", "visual.class_embedding", "visual.positional_embedding", "text.positional_embedding"} <= exempt
-    assert any("token_embedding" in n for n in exempt) and all(p.ndim >= 2 for p in decay["params"])
-    assert not any(n.endswith(".bias") or "ln_" in n for n in (names[id(p)] for p in decay["params"]))
+    plain, decay = parameter_groups(model, 0.2)
+    assert plain["weight_decay"] == 0.0 and decay["weight_decay"] == 0.2
+    assert {names[id(p)] for p in plain["params"]} == gains | biases | {"logit_scale"}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert len(decayed) + len(plain["params"]) == len(names)
+    embeddings = {n for n in names.values() if "embedding" in n}
+    assert embeddings and embeddings <= decayed  # token and positional (and a ViT's class) embeddings
+    assert "text.token_embedding.weight" in decayed and "text.positional_embedding" in decayed
+    plain, decay = parameter_groups(model, 0.2, exempt_embeddings=True)
+    assert {names[id(p)] for p in plain["params"]} == gains | biases | {"logit_scale"} | embeddings
+
+
+def test_schedule():
     assert learning_rate(0, 1.0, 10, 100) == pytest.approx(0.1)
     assert learning_rate(9, 1.0, 10, 100) == pytest.approx(1.0)
     assert learning_rate(55, 1.0, 10, 100) == pytest.approx(0.5)
     assert learning_rate(100, 1.0, 10, 100) == pytest.approx(0.0)
+
+
+def parse(argv: list[str]):
+    import argparse
+
+    from trainer.train import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return config_from_args(parser.parse_args(["--train-data", "x", "--out", "y", *argv]))
+
+
+def test_recipe_clip_takes_the_papers_table_per_architecture_and_flags_override_it():
+    resnet = parse(["--recipe", "clip", "--model", "RN50x16"])
+    assert (resnet.lr, resnet.beta1, resnet.beta2, resnet.eps) == (4e-4, 0.9, 0.999, 1e-8)
+    assert (resnet.weight_decay, resnet.warmup, resnet.epochs) == (0.2, 2000, 32)
+    vit = parse(["--recipe", "clip", "--model", "ViT-L-14"])
+    assert (vit.lr, vit.beta2, vit.eps, vit.warmup, vit.epochs) == (4e-4, 0.98, 1e-6, 2000, 32)
+    assert parse(["--recipe", "clip", "--model", "RN50x64"]).lr == 3.6e-4
+    assert parse(["--recipe", "clip", "--model", "wit-rn-tiny-64"]).beta2 == 0.999  # by family
+    chosen = parse(["--recipe", "clip", "--model", "RN50", "--lr", "1e-3", "--beta2", "0.98", "--epochs", "2"])
+    assert (chosen.lr, chosen.beta2, chosen.epochs, chosen.eps, chosen.warmup) == (1e-3, 0.98, 2, 1e-8, 2000)
+    plain = parse([])  # no recipe: the trainer's own defaults
+    assert (plain.lr, plain.beta2, plain.eps, plain.warmup, plain.epochs) == (5e-4, 0.98, 1e-6, 100, 1)
+
+
+def test_recipe_is_printed_at_start_up(tmp_path):
+    make_shards(str(tmp_path / "shards"), 16, 16)
+    done = subprocess.run([sys.executable, "-m", "trainer.train", "--train-data", str(tmp_path / "shards/sizes.json"),
+                           "--out", str(tmp_path / "run"), "--recipe", "clip", "--model", "wit-rn-tiny-64",
+                           "--steps", "1", "--batch-size", "8", "--workers", "0", "--lr", "1e-3"],
+                          env={**os.environ, "WIT_QUIET": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout
+    assert "recipe clip for wit-rn-tiny-64" in lines and "global batch 32,768 in the paper, 8 in this run" in lines
+    assert "beta2         0.999" in lines and "eps           1e-08" in lines and "warmup        2000" in lines
+    assert "lr            0.001  (preset 0.0005, overridden)" in lines
+
+
+def test_fp16_with_a_grad_scaler_resumes_bitwise_with_the_scaler_state(tmp_path):
+    """fp16 autocast with a gradient scaler (GPUs without bf16, as the paper trained): the scaler's
+    state rides in every checkpoint, and stop-and-resume equals one uninterrupted run bitwise."""
+    from trainer.train import main
+
+    make_shards(str(tmp_path / "shards"), 64, 32)
+    args = ["--train-data", str(tmp_path / "shards" / "sizes.json"), "--steps", "6", "--batch-size", "8",
+            "--workers", "0", "--deterministic", "--precision", "fp16", "--log-every", "1", "--warmup", "2",
+            "--shuffle-buffer", "10"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*args, "--out", str(tmp_path / "parts"), "--stop-after", "3"]) == 0
+    saved = state.load_checkpoint(state.list_checkpoints(str(tmp_path / "parts"))[0][1])
+    assert saved["scaler"]["scale"] == 65536.0 and saved["scaler"]["_growth_tracker"] == 3
+    assert main([*args, "--out", str(tmp_path / "parts"), "--resume", "latest"]) == 0
+    a = torch.load(tmp_path / "whole" / "model" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "parts" / "model" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    whole = metrics(tmp_path / "whole")
+    assert [m["loss"] for m in whole] == [m["loss"] for m in metrics(tmp_path / "parts")]
+    assert all(m["loss_scale"] == 65536.0 for m in whole)
+    final = state.load_checkpoint(state.list_checkpoints(str(tmp_path / "parts"))[-1][1])
+    assert final["scaler"]["_growth_tracker"] == 6  # carried across the resume, not restarted at 0
 
 
 def test_list_models_prints_every_model():

@@ -63,6 +63,15 @@ class DataConfig:
     retries: int = 5
     num_samples: int | None = None  # per epoch; default: the manifest's total
     augment: str = "clip"
+    crop_scale: tuple[float, float] = (1.0, 1.0)  # area range of the square crop (CLIP: 1, 1)
+    letterbox: str = "trim"  # trim: crop inside a `border` resize's padding; keep: crop the padded square
+
+    def __post_init__(self) -> None:
+        low, high = self.crop_scale
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"--crop-scale must be two numbers with 0 < MIN <= MAX <= 1, got {low} {high}")
+        if self.letterbox not in ("trim", "keep"):
+            raise ValueError("--letterbox must be trim or keep")
 
     @property
     def total_samples(self) -> int:
@@ -214,34 +223,102 @@ def shuffled(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator
 
 
 # -- decoding ------------------------------------------------------------------------------------
-def augment(data: bytes, image_size: int, rng: np.random.Generator, mode: str = "clip") -> np.ndarray:
-    """``clip``: CLIP's augmentation, the shorter side resized to ``image_size`` (bicubic), then a
-    random square crop of that size. ``strong``: a random crop of 50-100% of the area (aspect
-    3:4..4:3) resized to ``image_size``, flipped half the time (for small data). ``center``: the
-    evaluation view. All draws come from ``rng``. Returns the uint8 crop (:func:`normalise` makes
-    the batch)."""
+def letterbox_content(meta: dict | None) -> tuple[float, float, float, float] | None:
+    """Where the picture lies inside a square made by a ``border`` resize (img2dataset's, or
+    ``wit crawl --resize-mode border``), as fractions (left, top, right, bottom) of the stored
+    image; None when the sample's ``.json`` does not describe a letterboxed square. Both tools
+    centre the picture and write the stored and the original sizes beside it."""
+    if not meta:
+        return None
+    try:
+        width, height = int(meta["width"]), int(meta["height"])
+        original_w, original_h = int(meta["original_width"]), int(meta["original_height"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if width != height or width < 2 or min(original_w, original_h) < 1:
+        return None
+    scale = width / max(original_w, original_h)
+    inner_w, inner_h = max(1, round(original_w * scale)), max(1, round(original_h * scale))
+    if (inner_w, inner_h) == (width, height):
+        return None
+    left, top = (width - inner_w) // 2, (height - inner_h) // 2
+    return left / width, top / height, (left + inner_w) / width, (top + inner_h) / height
+
+
+def plain_margins(pixels: np.ndarray, box: tuple[int, int, int, int], tolerance: int = 16, seam: int = 2) -> bool:
+    """Whether everything outside ``box`` is one flat colour (a border, JPEG ringing allowed): the
+    check that a ``.json`` really describes these pixels before the border is cut away. The
+    ``seam`` pixels next to the picture are not looked at: resizing and JPEG blend them with it."""
+    left, top, right, bottom = box
+    mask = np.ones(pixels.shape[:2], bool)
+    mask[max(0, top - seam):bottom + seam, max(0, left - seam):right + seam] = False
+    margin = pixels[mask].astype(np.int16)
+    if margin.size == 0:
+        return False
+    flat = np.abs(margin - np.median(margin, axis=0)).max(axis=1) <= tolerance
+    return bool(flat.mean() >= 0.95)
+
+
+def content_box(image: Image.Image, meta: dict | None, letterbox: str) -> tuple[int, int, int, int]:
+    """The picture's box in ``image``: the whole image, or with ``letterbox="trim"`` the part a
+    ``border`` resize did not pad (only when the padding really is flat there)."""
+    whole = (0, 0, image.width, image.height)
+    fractions = letterbox_content(meta) if letterbox == "trim" else None
+    if fractions is None or image.width != image.height:
+        return whole
+    box = (round(fractions[0] * image.width), round(fractions[1] * image.height),
+           round(fractions[2] * image.width), round(fractions[3] * image.height))
+    return box if plain_margins(np.asarray(image), box) else whole
+
+
+def square_crop(box: tuple[int, int, int, int], rng: np.random.Generator, scale: tuple[float, float] = (1.0, 1.0),
+                train: bool = True) -> tuple[int, int, int]:
+    """CLIP's random square crop inside ``box``: (x, y, side) in pixels. The side is the box's
+    shorter side times sqrt(s), s drawn uniformly from ``scale`` (a fraction of the largest square's
+    area; (1, 1), the default, is CLIP's: the whole shorter side); the position is uniform over
+    every place the square fits, on both axes. ``train=False``: the centred largest square."""
+    left, top, right, bottom = box
+    width, height = right - left, bottom - top
+    short = min(width, height)
+    low, high = scale
+    fraction = float(rng.uniform(low, high)) if train and low < high else (low if train else 1.0)
+    side = max(1, min(short, round(short * fraction ** 0.5)))
+    if not train:
+        return left + (width - side) // 2, top + (height - side) // 2, side
+    x = left + int(rng.integers(0, width - side + 1))
+    y = top + int(rng.integers(0, height - side + 1))
+    return x, y, side
+
+
+def augment(data: bytes, image_size: int, rng: np.random.Generator, mode: str = "clip",
+            scale: tuple[float, float] = (1.0, 1.0), meta: dict | None = None, letterbox: str = "trim") -> np.ndarray:
+    """``clip``: CLIP's augmentation, a random square crop (:func:`square_crop`, ``scale`` its
+    optional size range) resized to ``image_size`` (bicubic). ``strong``: a random crop of 50-100%
+    of the area (aspect 3:4..4:3) resized to ``image_size``, flipped half the time (for small
+    data). ``center``: the evaluation view. Either way the crop lies inside the picture: a
+    letterboxed square (``meta``: the sample's ``.json``) loses its border first unless
+    ``letterbox="keep"``. All draws come from ``rng``. Returns the uint8 crop (:func:`normalise`
+    makes the batch)."""
     with Image.open(io.BytesIO(data)) as image:
-        image.draft("RGB", (image_size, image_size))
+        # JPEG draft decoding at a reduced scale, never below what the smallest crop needs
+        wanted = int(np.ceil(image_size / max(scale[0], 1e-6) ** 0.5)) if mode == "clip" else image_size
+        image.draft("RGB", (wanted, wanted))
         image = image.convert("RGB")
+        left, top, right, bottom = content_box(image, meta, letterbox)
         if mode == "strong":
-            area = rng.uniform(0.5, 1.0) * image.width * image.height
+            width, height = right - left, bottom - top
+            area = rng.uniform(0.5, 1.0) * width * height
             ratio = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
-            w = min(image.width, max(1, round(np.sqrt(area * ratio))))
-            h = min(image.height, max(1, round(np.sqrt(area / ratio))))
-            x, y = int(rng.integers(0, image.width - w + 1)), int(rng.integers(0, image.height - h + 1))
+            w = min(width, max(1, round(np.sqrt(area * ratio))))
+            h = min(height, max(1, round(np.sqrt(area / ratio))))
+            x, y = left + int(rng.integers(0, width - w + 1)), top + int(rng.integers(0, height - h + 1))
             image = image.resize((image_size, image_size), Image.BICUBIC, box=(x, y, x + w, y + h))
             if rng.random() < 0.5:
                 image = image.transpose(Image.FLIP_LEFT_RIGHT)
             return np.asarray(image)
-        # CLIP's: the square crop is chosen in the resized frame and only that square is resized
-        side = min(image.size)
-        scale = image_size / side
-        size = (max(image_size, round(image.width * scale)), max(image_size, round(image.height * scale)))
-        train = mode != "center"
-        x = int(rng.integers(0, size[0] - image_size + 1)) if train else (size[0] - image_size) // 2
-        y = int(rng.integers(0, size[1] - image_size + 1)) if train else (size[1] - image_size) // 2
-        box = (x / scale, y / scale, x / scale + side, y / scale + side)
-        return np.asarray(image.resize((image_size, image_size), Image.BICUBIC, box=box))
+        # only the chosen square is resized (cheaper than resizing the whole image first)
+        x, y, side = square_crop((left, top, right, bottom), rng, scale, train=mode != "center")
+        return np.asarray(image.resize((image_size, image_size), Image.BICUBIC, box=(x, y, x + side, y + side)))
 
 
 def normalise(crops: list[np.ndarray]) -> torch.Tensor:
@@ -250,6 +327,19 @@ def normalise(crops: list[np.ndarray]) -> torch.Tensor:
     batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous().float()  # layout moved as bytes
     scale = 1 / (255 * torch.tensor(CLIP_STD)).view(1, 3, 1, 1)
     return batch.mul_(scale).sub_((torch.tensor(CLIP_MEAN) / torch.tensor(CLIP_STD)).view(1, 3, 1, 1))
+
+
+def sample_meta(sample: dict, letterbox: str) -> dict | None:
+    """The sample's ``.json`` when the crop needs it (to find a letterbox), else None; a damaged
+    one is ignored (the image is then cropped whole)."""
+    raw = sample.get("json") if letterbox == "trim" else None
+    if not raw:
+        return None
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def image_member(sample: dict) -> bytes | None:
@@ -319,7 +409,8 @@ def batches(config: DataConfig, plan: WorkerPlan, tokenizer) -> Iterator[dict]:
             try:
                 if data is None or text is None:
                     raise ValueError("no image or no caption")
-                images.append(augment(data, config.image_size, augment_rng, config.augment))
+                images.append(augment(data, config.image_size, augment_rng, config.augment, config.crop_scale,
+                                      sample_meta(sample, config.letterbox), config.letterbox))
                 texts.append(text.decode("utf-8"))
                 keys.append(f"{sample['__shard__'].rsplit('/', 1)[-1]}/{sample['__key__']}")
             except (OSError, ValueError, UnicodeDecodeError, Image.DecompressionBombError):

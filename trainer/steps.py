@@ -35,14 +35,36 @@ def build_model(name: str, tokenizer, grad_checkpointing: bool = False):
     return model
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No decay on gains, biases, embeddings and the temperature (CLIP, OpenCLIP)."""
+NORMS = (torch.nn.LayerNorm, torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm)
+EMBEDDINGS = ("token_embedding", "positional_embedding", "class_embedding")
+
+
+def decay_exempt(model: torch.nn.Module, exempt_embeddings: bool = False) -> set[str]:
+    """Names of the parameters that get no weight decay. The paper (section 2.5) decays "all
+    weights that are not gains or biases": gains are the scales of the normalisation layers
+    (LayerNorm, BatchNorm), biases every ``*bias``. The temperature is not a weight of the network
+    and is left alone too (decay would pull it towards 1 for nothing). ``exempt_embeddings`` also
+    spares the token, positional and class embeddings (a common choice elsewhere; OpenCLIP spares
+    every tensor under 2-D, which takes in the class embedding but not the 2-D embeddings)."""
+    exempt = {"logit_scale"}
+    for module_name, module in model.named_modules():
+        for name, _ in module.named_parameters(recurse=False):
+            full = f"{module_name}.{name}" if module_name else name
+            if name.endswith("bias") or (isinstance(module, NORMS) and name == "weight"):
+                exempt.add(full)
+            elif exempt_embeddings and any(part in full for part in EMBEDDINGS):
+                exempt.add(full)
+    return exempt
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float, exempt_embeddings: bool = False) -> list[dict]:
+    """AdamW groups: no decay on gains, biases and the temperature (:func:`decay_exempt`),
+    ``weight_decay`` on every other weight."""
+    exempt = decay_exempt(model, exempt_embeddings)
     decay, plain = [], []
     for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        exempt = parameter.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith(".bias")
-        (plain if exempt else decay).append(parameter)
+        if parameter.requires_grad:
+            (plain if name in exempt else decay).append(parameter)
     return [{"params": plain, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
@@ -81,13 +103,17 @@ class _nothing:
         return None
 
 
-def train_step(model, batches: list[dict], loss_fn, autocast, config=None) -> torch.Tensor:
-    """One optimizer step's forward and backward over ``accum_freq`` micro-batches."""
+def train_step(model, batches: list[dict], loss_fn, autocast, config=None, scaler=None) -> torch.Tensor:
+    """One optimizer step's forward and backward over ``accum_freq`` micro-batches; with fp16 a
+    ``GradScaler`` scales each loss before its backward (the caller unscales and steps)."""
+    def backward(loss: torch.Tensor) -> None:
+        (scaler.scale(loss) if scaler is not None and scaler.is_enabled() else loss).backward()
+
     if len(batches) == 1:
         with autocast():
             image, text, scale = model(batches[0]["images"], batches[0]["tokens"])
             loss = loss_fn(image, text, scale)
-        loss.backward()
+        backward(loss)
         return loss.detach()
     with torch.no_grad(), autocast():  # cache every micro-batch's features
         cached = [model(b["images"], b["tokens"])[:2] for b in batches]
@@ -101,6 +127,6 @@ def train_step(model, batches: list[dict], loss_fn, autocast, config=None) -> to
             texts = torch.cat([c[1] for c in cached[:index]] + [text] + [c[1] for c in cached[index + 1:]])
             # the temperature's gradient comes from the full-batch loss once, not once per micro-batch
             loss = loss_fn(images, texts, scale if index == 0 else scale.detach())
-        loss.backward()
+        backward(loss)
         total = loss.detach()
     return total

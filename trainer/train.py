@@ -3,13 +3,16 @@
     torchrun --nproc_per_node=N [--nnodes ...] -m trainer.train \\
         --train-data 'gs://BUCKET/shards/{00000..04095}.tar' [--train-data ...] --model ViT-B-32 \\
         --batch-size PER_RANK (--epochs E | --steps S) --out gs://BUCKET/runs/NAME [--resume latest] \\
-        [--max-minutes M] [--precision bf16] [--accum-freq K] [--grad-checkpointing] [--compile] \\
+        [--recipe clip] [--max-minutes M] [--precision bf16|fp16] [--accum-freq K] [--grad-checkpointing] [--compile] \\
         [--text-chunk-tokens N]
 
 ``wit train ...`` is the same program in one process (or under torchrun). Data: :mod:`trainer.data`;
 checkpoints: :mod:`trainer.state`. DDP over NCCL on GPUs and gloo on CPUs; CLIP's loss with
-features gathered across ranks; AdamW without decay on gains, biases, embeddings and the
-temperature; linear warm-up then cosine; bf16 autocast; gradient clipping; gradient
+features gathered across ranks; AdamW with decay on every weight that is not a gain or a bias
+(the paper's rule; ``--exempt-embeddings`` spares the embeddings too), the paper's settings per
+architecture with ``--recipe clip``; linear warm-up then cosine; bf16 autocast, or fp16 with a
+gradient scaler whose state is checkpointed; random square crops (``--crop-scale``, ``--letterbox``:
+:mod:`trainer.data`); gradient clipping; gradient
 accumulation that keeps the contrastive batch global (features of all micro-batches cached,
 each re-computed with gradient in turn, as OpenCLIP's ``--accum-freq``); the text tower runs
 captions in chunks of similar length cut to their longest (``--text-chunk-tokens``). SIGTERM (preemption),
@@ -35,11 +38,19 @@ import torch.distributed as dist
 
 from trainer import data as data_module
 from trainer import state
+from trainer.recipe import PRESET_FIELDS, RECIPES, clip_preset, describe
 from trainer.steps import (Stopper, _nothing, build_model, learning_rate, load_tokenizer, parameter_groups,
                            train_step)
 from wit.storage import is_object_store, join, write_text_atomic
 
 log = logging.getLogger(__name__)
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+# Flags a --recipe preset may fill: their command-line default is None ("not given"), and a
+# value given on the command line always wins over the preset.
+OPTIMIZER_DEFAULTS = {"lr": 5e-4, "weight_decay": 0.2, "beta1": 0.9, "beta2": 0.98, "eps": 1e-6, "warmup": 100,
+                      "epochs": 1}
 
 
 @dataclass
@@ -66,6 +77,10 @@ class TrainConfig:
     seed: int = 0
     shuffle_buffer: int = 1000
     augment: str = "clip"
+    crop_scale: tuple[float, float] = (1.0, 1.0)
+    letterbox: str = "trim"
+    exempt_embeddings: bool = False
+    recipe: str | None = None
     train_num_samples: int | None = None
     tokenizer: str | None = None
     resume: str | None = None
@@ -80,8 +95,11 @@ class TrainConfig:
     zeroshot_every: int = 0
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError("--precision must be fp32 or bf16")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}")
+        self.crop_scale = tuple(self.crop_scale)
+        if not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
+            raise ValueError("--crop-scale must be two numbers with 0 < MIN <= MAX <= 1")
         if self.accum_freq < 1 or self.batch_size < 1:
             raise ValueError("--batch-size and --accum-freq must be at least 1")
 
@@ -93,19 +111,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--out", required=True, help="run folder: checkpoints/, metrics.jsonl, tensorboard/, model/")
     add("--model", default="wit-tiny-32", help="a model name (`wit train --list-models`) or a config JSON")
     add("--batch-size", type=int, default=64, help="per rank, per micro-batch")
-    add("--epochs", type=int, default=1)
+    add("--epochs", type=int, default=None, help="default 1 (a --recipe preset may set it)")
     add("--steps", type=int, default=None, help="optimizer steps in all (overrides --epochs)")
-    for flag, kind, default in (("--lr", float, 5e-4), ("--weight-decay", float, 0.2), ("--beta1", float, 0.9),
-                                ("--beta2", float, 0.98), ("--eps", float, 1e-6), ("--warmup", int, 100),
-                                ("--grad-clip", float, 1.0), ("--accum-freq", int, 1), ("--workers", int, 2),
+    for flag, kind in (("--lr", float), ("--weight-decay", float), ("--beta1", float), ("--beta2", float),
+                       ("--eps", float), ("--warmup", int)):
+        name = flag[2:].replace("-", "_")
+        add(flag, type=kind, default=None, help=f"default {OPTIMIZER_DEFAULTS[name]} (a --recipe preset may set it)")
+    for flag, kind, default in (("--grad-clip", float, 1.0), ("--accum-freq", int, 1), ("--workers", int, 2),
                                 ("--seed", int, 0), ("--shuffle-buffer", int, 1000),
                                 ("--train-num-samples", int, None), ("--save-every", int, 1000), ("--keep", int, 3),
                                 ("--log-every", int, 10), ("--max-minutes", float, None),
                                 ("--stop-after", int, None), ("--zeroshot-every", int, 0)):
         add(flag, type=kind, default=default)
-    add("--precision", default="fp32", choices=("fp32", "bf16"))
+    add("--recipe", default=None, choices=RECIPES,
+        help="clip: the paper's optimizer settings for --model (appendix F), printed at start; flags given "
+             "on the command line override them")
+    add("--precision", default="fp32", choices=PRECISIONS,
+        help="bf16: autocast; fp16: autocast with a gradient scaler (GPUs without bf16, as the paper trained)")
+    add("--exempt-embeddings", action="store_true",
+        help="no weight decay on the token, positional and class embeddings either (default: the paper's rule, "
+             "decay on every weight that is not a gain or a bias)")
     add("--augment", default="clip", choices=("clip", "strong"),
         help="clip: random square crop of the resized image (CLIP); strong: random resized crop and flip")
+    add("--crop-scale", type=float, nargs=2, default=(1.0, 1.0), metavar=("MIN", "MAX"),
+        help="clip augmentation: the square's area as a fraction of the largest square, drawn from [MIN, MAX] "
+             "(default 1 1: CLIP's, the whole shorter side; OpenCLIP's scale range is 0.9 1.0)")
+    add("--letterbox", default="trim", choices=("trim", "keep"),
+        help="shards made with a border resize: trim crops inside the picture (found from the sample's .json), "
+             "keep crops the padded square")
     add("--grad-checkpointing", action="store_true")
     add("--compile", action="store_true", help="torch.compile the model")
     add("--text-chunk-tokens", type=int, default=None,
@@ -132,7 +165,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                     "task": args.zeroshot_task}
     names = [f.name for f in TrainConfig.__dataclass_fields__.values()]
     values = {name: getattr(args, name) for name in names if hasattr(args, name) and name != "zeroshot"}
+    values.update(optimizer_values(args))
     return TrainConfig(**values, zeroshot=zeroshot)
+
+
+def optimizer_values(args: argparse.Namespace) -> dict:
+    """The optimizer flags: given ones as given, the others from ``--recipe``'s preset (when one
+    is chosen) or the trainer's defaults."""
+    fallback = dict(OPTIMIZER_DEFAULTS)
+    if args.recipe:
+        from trainer.config import get_config
+
+        fallback.update(clip_preset(args.model, get_config(args.model)))
+    return {name: fallback[name] if getattr(args, name) is None else getattr(args, name) for name in PRESET_FIELDS}
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -156,13 +201,18 @@ class Run:
         self.tokenizer = load_tokenizer(config.tokenizer)
         self.model = build_model(config.model, self.tokenizer, config.grad_checkpointing).to(self.device)
         self.model.set_text_chunk_tokens(config.text_chunk_tokens)
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay), lr=config.lr,
-                                           betas=(config.beta1, config.beta2), eps=config.eps, fused=True)
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay, config.exempt_embeddings),
+                                           lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps,
+                                           fused=True)
+        # fp16's narrow range needs the loss scaled up before backward (and the step skipped on an
+        # overflow); bf16 and fp32 do not, and a disabled scaler passes everything through.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         shards = data_module.resolve_shards(config.train_data)
         self.data = data_module.DataConfig(shards, config.batch_size, self.model.config.vision.image_size,
                                            workers=config.workers, seed=config.seed,
                                            shuffle_buffer=config.shuffle_buffer, num_samples=config.train_num_samples,
-                                           augment=config.augment)
+                                           augment=config.augment, crop_scale=config.crop_scale,
+                                           letterbox=config.letterbox)
         per_epoch = data_module.ShardStream(self.data, self.tokenizer, 0, self.rank, self.world).batches_per_epoch
         self.steps_per_epoch = max(1, per_epoch // config.accum_freq)
         self.total_steps = config.steps or config.epochs * self.steps_per_epoch
@@ -190,7 +240,8 @@ class Run:
             gathered = [mine]
         if self.rank != 0:
             return None
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "step": self.step,
                 "epoch": self.epoch, "ranks": gathered, "world_size": self.world, "config": asdict(self.config),
                 "model_config": self.model.config.to_json(), "format": state.FORMAT}
 
@@ -220,6 +271,8 @@ class Run:
                              "an exact resume needs the same world size")
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
+        if payload.get("scaler"):  # an fp16 run's loss scale and growth tracker
+            self.scaler.load_state_dict(payload["scaler"])
         self.step, self.epoch = payload["step"], payload["epoch"]
         mine = payload["ranks"][self.rank]
         self.position = mine["position"]
@@ -230,6 +283,20 @@ class Run:
                      self.position["batches"])
 
     # -- logging -------------------------------------------------------------------------------
+    def announce(self) -> None:
+        """Rank 0 prints the recipe's settings once at start-up (and logs the optimizer's always)."""
+        config = self.config
+        if self.rank != 0:
+            return
+        chosen = {name: getattr(config, name) for name in PRESET_FIELDS}
+        if config.recipe:
+            preset = clip_preset(config.model, self.model.config)
+            overridden = {name for name in PRESET_FIELDS if chosen[name] != preset[name]}
+            global_batch = config.batch_size * config.accum_freq * self.world
+            print(describe(config.recipe, config.model, preset, chosen, overridden, global_batch), flush=True)
+        log.info("optimizer %s, precision %s, embeddings %s", chosen, config.precision,
+                 "not decayed" if config.exempt_embeddings else "decayed")
+
     def restore_metrics(self, step: int) -> None:
         if self.rank == 0:
             self.metrics = state.trim_metrics(self.config.out, step)
@@ -286,8 +353,9 @@ class Run:
         config = self.config
         self.restore()
         stopper = Stopper(config.max_minutes)
-        autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if config.precision == "bf16" \
-            else _nothing
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+        autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype is not None else _nothing
+        self.announce()
         keys_log = None
         if config.log_keys and "://" not in config.out:
             os.makedirs(config.out, exist_ok=True)
@@ -314,10 +382,12 @@ class Run:
                 for group in self.optimizer.param_groups:
                     group["lr"] = learning_rate(self.step, config.lr, config.warmup, self.total_steps)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss = train_step(self.wrapped, micro, self.loss_fn, autocast, config)
+                loss = train_step(self.wrapped, micro, self.loss_fn, autocast, config, self.scaler)
                 if config.grad_clip:
+                    self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-                self.optimizer.step()
+                self.scaler.step(self.optimizer)  # skipped when an fp16 gradient overflowed
+                self.scaler.update()
                 self.model.clamp_logit_scale_()
                 self.step += 1
                 this_run += 1
@@ -340,7 +410,8 @@ class Run:
                                       "lr": self.optimizer.param_groups[0]["lr"],
                                       "logit_scale": round(self.model.logit_scale.exp().item(), 4),
                                       "samples_per_s": round(window_samples / elapsed, 2) if elapsed else None,
-                                      "data_wait": round(data_wait, 4), "skipped": skipped, "bad_shards": bad_shards})
+                                      "data_wait": round(data_wait, 4), "skipped": skipped, "bad_shards": bad_shards,
+                                      **({"loss_scale": self.scaler.get_scale()} if self.scaler.is_enabled() else {})})
                     window_start, window_samples, data_wait = time.monotonic(), 0, 0.0
                 if config.zeroshot_every and self.step % config.zeroshot_every == 0:
                     self.zeroshot()
@@ -412,8 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
+    except (ValueError, KeyError) as exc:  # a bad value, or --recipe for an unknown --model
+        parser.error(str(exc).strip('"'))
     run = Run(config)
     try:
         result = run.run()
