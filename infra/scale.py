@@ -33,9 +33,15 @@ INPUTS: dict[str, Input] = {
     "crawl_success": Input(0.6, "ratio", "assumed: share of urls still downloadable (LAION re-crawls: 50-70%)"),
     # our measured per-core rates (2-core machine; docs/curation.md, docs/crawl.md, docs/dedup.md)
     "curate_rate": Input(5_500, "pairs/s/core", "measured: benchmarks/curate_matching.py, whole job"),
-    "crawl_rate": Input(63.9, "urls/s/core", "assumed: 0.3x the 215.8 of benchmarks/crawl_throughput.py (loopback, "
-                                             "plain http): real servers add TLS, slow and failing hosts"),
-    "audit_rate": Input(215, "images/s/core", "measured: benchmarks/dedup_speed.py"),
+    "crawl_rate": Input(48.6, "urls/s/core", "measured: benchmarks/crawl_scale.py, 100,000 urls over 2,000 https "
+                                             "hosts with latency and a 26% failure mix, 97.2 urls/s on 2 cores"),
+    "audit_rate": Input(143, "images/s/core", "measured: benchmarks/dedup_speed.py, index of 100,000 evaluation images "
+                                               "(CPU time on a loaded machine; the previous detector: 141 in the same run)"),
+    "eval_images": Input(1e6, "images", "cited: CLIP section 5 (35 evaluation sets) and DataComp's 38 tasks, ~1M together"),
+    "index_bytes_per_eval": Input(4_274, "bytes/image", "measured: benchmarks/dedup_speed.py, index of 100,000"),
+    "index_setup_per_10k": Input(0.017, "s per 10k images", "measured: benchmarks/dedup_speed.py, worker set-up, "
+                                                            "index of 100,000"),
+    "audit_worker_rss_gb": Input(0.59, "GB/process", "measured: benchmarks/dedup_speed.py, private memory of a worker"),
     "bytes_256": Input(23_900, "bytes/sample", "measured: crawl benchmark, 256 px JPEG q95 + caption + json"),
     "bytes_224": Input(19_000, "bytes/sample", "assumed: 224 px shards ~ (224/256)^2 of the image bytes"),
     "download_mb_per_1k": Input(130, "MB/s per 1,000 images/s", "cited: img2dataset README (original images)"),
@@ -52,7 +58,7 @@ INPUTS: dict[str, Input] = {
 }
 
 MACHINES = {  # machine type: (vCPU, GB) as chosen in infra/dataflow/submit_*.sh
-    "curate": ("n2-standard-8", 8, 32), "crawl": ("n2-highcpu-8", 8, 8), "audit": ("n2-highmem-8", 8, 64),
+    "curate": ("n2-standard-8", 8, 32), "crawl": ("n2-highcpu-8", 8, 8), "audit": ("n2-standard-8", 8, 32),
 }
 
 
@@ -94,7 +100,14 @@ def compute() -> list[dict]:
         row("storage", f"GCS per month, {size}", tb * 1000 * v("gcs_gb_month"), "USD", "TB x 1000 x gcs_gb_month")
     audit_hours = v("pairs") / v("audit_rate") / 3600
     row("dedup", "audit core-hours", audit_hours, "core-h", "pairs / audit_rate / 3600")
-    row("dedup", "Dataflow cost", dataflow_cost(audit_hours, "audit"), "USD", "n2-highmem-8 list price")
+    row("dedup", "Dataflow cost", dataflow_cost(audit_hours, "audit"), "USD", "n2-standard-8 list price")
+    index_gb = v("eval_images") * v("index_bytes_per_eval") / 1e9
+    row("dedup", "index of the evaluation suite", index_gb, "GB", "eval_images x index_bytes_per_eval")
+    row("dedup", "worker set-up per process", v("eval_images") / 1e4 * v("index_setup_per_10k"), "s",
+        "eval_images / 10,000 x index_setup_per_10k")
+    _, cpus, memory = MACHINES["audit"]
+    row("dedup", "memory per n2-standard-8 (index once + 8 processes)", index_gb + cpus * v("audit_worker_rss_gb"),
+        "GB", f"index (page cache, shared) + {cpus} x audit_worker_rss_gb, of {memory}")
     samples = v("pairs") * v("epochs")
     a100_hours = samples / v("a100_samples_vitb32") / 3600
     row("train", "ViT-B/32 A100-hours (32 epochs)", a100_hours, "GPU-h", "pairs x epochs / a100_samples_vitb32 / 3600")

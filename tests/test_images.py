@@ -174,7 +174,8 @@ def test_16bit_and_alpha_pngs_decode_to_8bit_bgr_within_twice_their_frame(photos
              "rgb16": (bgr.astype(np.uint16) * 257, bgr)}
     for name, (frame, expected) in cases.items():
         data = cv2.imencode(".png", frame, [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
-        outcome, out = processed_in_fresh_process(tmp_path, data, image_size=400, encode_format="png")
+        outcome, out = processed_in_fresh_process(tmp_path, data, image_size=400, resize_mode="border",
+                                                   encode_format="png")
         assert outcome["status"] == "success", (name, outcome)
         stored = cv2.imdecode(np.frombuffer(out, np.uint8), cv2.IMREAD_UNCHANGED)
         reference = cv2.resize(expected, (400, 300), interpolation=cv2.INTER_AREA)
