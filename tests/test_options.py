@@ -22,7 +22,7 @@ PACKAGES = ("wit", "pipeline", "query_list", "dedup", "trainer", "infra", "bench
 # Each command: arguments that make its line valid, then a prefix of one of its own flags
 # (which argparse would have expanded).
 COMMANDS = {
-    ("curate",): (["--pool", "p.tsv", "--queries", "q.json", "--out", "o"], ["--cap", "strict"]),
+    ("curate",): (["--pool", "p.tsv", "--queries", "q.json", "--out", "o"], ["--capt", "strict"]),
     ("queries",): (["--wiki", "dump.xml", "--out", "o"], ["--min-c", "5"]),
     ("crawl",): (["--urls", "u.parquet", "--out", "o"], ["--allow-private"]),
     ("dedup", "index"): (["--name", "x", "--images", "d", "--out", "o"], ["--lab", "l.tsv"]),
