@@ -25,17 +25,7 @@ import time
 from pathlib import Path
 
 from wit.testing.photos import web_photos
-
-
-def serve(photos: Path, out: Path, urls: int, hosts: int) -> tuple[subprocess.Popen, dict]:
-    process = subprocess.Popen([sys.executable, "-m", "wit.testing.wanweb", "--root", str(photos), "--out", str(out),
-                                "--urls", str(urls), "--hosts", str(hosts), "--unique"], stdout=subprocess.PIPE,
-                               text=True)
-    line = process.stdout.readline()
-    if not line:
-        process.wait()
-        raise SystemExit("the WAN web did not start")
-    return process, json.loads(line)
+from wit.testing.wanweb import start_process
 
 
 def crawl(urls: str, out: Path, ca: str) -> float:
@@ -78,7 +68,7 @@ def main() -> None:
     work = Path(args.workdir)
     photos = work / "www"
     web_photos(photos, args.photos, short_side=96, quality=85)
-    server, info = serve(photos, work / "web", max(args.sizes), args.hosts)
+    server, info = start_process(photos, work / "web", max(args.sizes), args.hosts, ["--unique"])
     rows = []
     try:
         import pyarrow.parquet as pq

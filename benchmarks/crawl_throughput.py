@@ -24,15 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from _timing import timed  # benchmarks/, on the path when a benchmark runs
 
 from wit.testing.photos import web_photos
 
@@ -56,16 +56,6 @@ def output_stats(folder: Path) -> tuple[int, int]:
                     images += 1
                     size += member.size
     return images, size
-
-
-def timed(command: list[str], **kwargs) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (user + system, the command's processes, not the server's)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    subprocess.run(command, check=True, **kwargs)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def run_img2dataset(urls: Path, out: Path, size: int, threads: int) -> tuple[float, float]:

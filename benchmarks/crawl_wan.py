@@ -26,11 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -38,27 +36,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.images import ImageConfig
+from _timing import timed  # benchmarks/, on the path when a benchmark runs
+
 from wit.testing.photos import web_photos
-
-
-def serve(photos: Path, out: Path, urls: int, hosts: int, extra: list[str]) -> tuple[subprocess.Popen, dict]:
-    process = subprocess.Popen([sys.executable, "-m", "wit.testing.wanweb", "--root", str(photos), "--out", str(out),
-                                "--urls", str(urls), "--hosts", str(hosts), *extra], stdout=subprocess.PIPE, text=True)
-    line = process.stdout.readline()
-    if not line:
-        process.wait()
-        raise SystemExit("the WAN web did not start")
-    return process, json.loads(line)
-
-
-def timed(command: list[str], **kwargs) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (user + system of the command's processes)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    subprocess.run(command, check=True, **kwargs)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+from wit.testing.wanweb import start_process
 
 
 def successes(out: Path, fates: dict[str, str]) -> Counter:
@@ -104,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.workdir)
     web_photos(work / "www", args.urls)
-    server, info = serve(work / "www", work / "web", args.urls, args.hosts, [])
+    server, info = start_process(work / "www", work / "web", args.urls, args.hosts, [])
     image = ImageConfig()
     try:
         table = pq.read_table(info["urls"]).to_pydict()

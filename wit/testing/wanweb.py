@@ -216,6 +216,20 @@ def server_tls(folder: Path, config: WanConfig):
     return ca.server_context([host_address(i) for i in range(config.hosts)]), ca.ca_file
 
 
+def start_process(root, out, urls: int, hosts: int, extra: list[str] = ()):
+    """Run the WAN web in its own process (off the crawler's cores' GIL): (process, the JSON line
+    it prints: port, CA file, url list). Stop it with ``terminate()``."""
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-m", "wit.testing.wanweb", "--root", str(root), "--out", str(out),
+                                "--urls", str(urls), "--hosts", str(hosts), *extra], stdout=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    if not line:
+        process.wait()
+        raise SystemExit("the WAN web did not start")
+    return process, json.loads(line)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
