@@ -39,7 +39,7 @@ from pipeline.match import load_entries, spaced_form
 
 from query_list.tokens import is_word, normalize, tokenize
 from query_list.wordnet import find_wordnet_dir, iter_head_lemmas
-from wit.beam import local_options, make_pipeline
+from core.beam import local_options, make_pipeline
 from wit.testing.shared_data import shared_data_dir
 
 LIST_SIZE = 500_000

@@ -30,7 +30,7 @@ from query_list import sources
 from query_list.build import CountStage
 from query_list.tokens import tokenize
 from query_list.wikitext import skip_reason, wikitext_to_prose
-from wit.beam import local_options, make_pipeline
+from core.beam import local_options, make_pipeline
 from wit.testing.shared_data import shared_data_dir
 
 SAMPLE = "wiki/xml/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"

@@ -48,8 +48,8 @@ from dedup import features, report, samples, store
 from dedup.detect import DetectConfig, Detector, shared_detector
 from dedup.store import load_indexes
 from query_list.sources import expand
-from wit.beam import TolerantParser, run_job
-from wit.storage import join, write_bytes_atomic, write_text_atomic
+from core.beam import TolerantParser, run_job
+from core.storage import join, write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     import importlib
 
-    from wit.logs import setup_logging
+    from core.logs import setup_logging
 
     setup_logging()
     sys.exit(importlib.import_module("dedup.audit").run())

@@ -40,7 +40,7 @@ import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from dedup import features, samples, store
-from wit.beam import TolerantParser, run_job
+from core.beam import TolerantParser, run_job
 
 log = logging.getLogger(__name__)
 LABEL_COLUMNS = ("label", "class_name", "class", "label_name")
@@ -261,7 +261,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     import importlib
 
-    from wit.logs import setup_logging
+    from core.logs import setup_logging
 
     setup_logging()
     sys.exit(importlib.import_module("dedup.index").run())

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from dedup import hashindex, vocab
 from dedup.features import FeatureConfig
-from wit.storage import join, write_bytes_atomic, write_text_atomic
+from core.storage import join, write_bytes_atomic, write_text_atomic
 
 FORMAT = "wit-dedup-index/2"
 ALGORITHM = "imagededup-phash-views+orb-vocabulary-tree+affine-ransac"
@@ -65,7 +65,7 @@ def library_versions() -> dict[str, str]:
     import imagededup
     import PIL
 
-    from wit import __version__
+    from core import __version__
 
     return {"wit": __version__, "imagededup": imagededup.__version__, "opencv": cv2.__version__,
             "faiss": faiss.__version__, "numpy": np.__version__, "pillow": PIL.__version__,

@@ -49,8 +49,8 @@ from pipeline import crawl_report, exact_duplicates, images, shards
 from pipeline.fetch import FetchConfig, Fetcher, tls_context
 from pipeline.urls import allowed_networks, ascii_host
 from query_list.sources import expand
-from wit.beam import TolerantParser, freeze_long_lived, run_job, worker_processes_per_machine
-from wit.storage import join, write_text_atomic
+from core.beam import TolerantParser, freeze_long_lived, run_job, worker_processes_per_machine
+from core.storage import join, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -418,7 +418,7 @@ class CrawlShardFn(beam.DoFn):
             yield from self._close(self.open.pop(0))
 
     def finish_bundle(self):
-        from wit.beam import windowed
+        from core.beam import windowed
 
         while self.open:
             for output in self._close(self.open.pop(0)):
@@ -500,7 +500,7 @@ if __name__ == "__main__":
     # Dataflow) unpickle our DoFns and records by module path.
     import importlib
 
-    from wit.logs import setup_logging
+    from core.logs import setup_logging
 
     setup_logging()
     sys.exit(importlib.import_module("pipeline.crawl").run())

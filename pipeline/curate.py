@@ -49,8 +49,8 @@ from pipeline.captions import NOT_TEXT, NOT_UTF8, caption_text
 from pipeline.clean import MAX_CAPTION_CHARS_LIMIT, CleanConfig, clean_caption, clean_url, uid_of
 from pipeline.match import EntryTally, Matcher, load_entries, spaced_form
 from query_list.sources import expand
-from wit.beam import MergeCounts, TolerantParser, run_job, windowed
-from wit.storage import join, write_bytes_atomic
+from core.beam import MergeCounts, TolerantParser, run_job, windowed
+from core.storage import join, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -528,7 +528,7 @@ if __name__ == "__main__":
     # Dataflow) unpickle our DoFns and records by module path.
     import importlib
 
-    from wit.logs import setup_logging
+    from core.logs import setup_logging
 
     setup_logging()
     sys.exit(importlib.import_module("pipeline.curate").run())

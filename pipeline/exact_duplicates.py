@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 import fsspec
 
 from pipeline import shards
-from wit.storage import write_bytes_atomic, write_text_atomic
+from core.storage import write_bytes_atomic, write_text_atomic
 
 
 def reason(keeper: str) -> str:

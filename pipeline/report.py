@@ -6,7 +6,7 @@ import io
 import json
 
 from pipeline.balance import overshoot
-from wit.storage import join, write_bytes_atomic, write_text_atomic
+from core.storage import join, write_bytes_atomic, write_text_atomic
 
 TOP = 20
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.captions import caption_text
-from wit.storage import join, write_bytes_atomic, write_text_atomic
+from core.storage import join, write_bytes_atomic, write_text_atomic
 
 STATUSES = ("success", "failed_to_download", "failed_to_resize", "filtered", "duplicate", "opted_out", "blocked",
             "eval_duplicate")

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wit.storage import join, write_bytes_atomic, write_text_atomic
+from core.storage import join, write_bytes_atomic, write_text_atomic
 
 PART_ORDER = ("wordnet", "unigram", "bigram", "title")
 

@@ -44,7 +44,7 @@ from query_list import assemble, pageviews, sources, wikitext
 from query_list.assemble import Entry
 from query_list.tokens import is_word, normalize, segments, tokenize
 from query_list.wordnet import find_wordnet_dir, iter_head_lemmas
-from wit.beam import MergeCounts, TolerantParser, run_job, windowed
+from core.beam import MergeCounts, TolerantParser, run_job, windowed
 
 log = logging.getLogger(__name__)
 
@@ -447,7 +447,7 @@ if __name__ == "__main__":
     # Dataflow) unpickle our DoFns and records by module path.
     import importlib
 
-    from wit.logs import setup_logging
+    from core.logs import setup_logging
 
     setup_logging()
     sys.exit(importlib.import_module("query_list.build").run())

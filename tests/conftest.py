@@ -86,7 +86,7 @@ def gcs_bucket(gcs):
 
 @pytest.fixture
 def beam_options():
-    from wit.beam import local_options
+    from core.beam import local_options
 
     return local_options()
 

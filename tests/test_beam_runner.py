@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from wit.beam import FN_API_RUNNER, make_pipeline, pipeline_options
+from core.beam import FN_API_RUNNER, make_pipeline, pipeline_options
 
 
 def test_fixture_runs_on_fn_api_runner(beam_options):
@@ -36,7 +36,7 @@ def test_remote_runner_is_left_alone():
 
 
 def test_two_workers_multi_threading():
-    from wit.beam import local_options
+    from core.beam import local_options
 
     pipeline = make_pipeline(local_options(num_workers=2, running_mode="multi_threading"))
     result = pipeline | beam.Create(list(range(100))) | beam.Map(lambda x: x % 3) | beam.combiners.Count.PerElement()
@@ -46,7 +46,7 @@ def test_two_workers_multi_threading():
 
 
 def test_worker_processes_per_machine():
-    from wit.beam import local_options, worker_processes_per_machine
+    from core.beam import local_options, worker_processes_per_machine
 
     assert worker_processes_per_machine(local_options(num_workers=2, running_mode="multi_processing")) == 2
     assert worker_processes_per_machine(local_options(num_workers=2, running_mode="multi_threading")) == 1
@@ -61,7 +61,7 @@ def test_run_job_freezes_the_imported_objects_out_of_the_collector():
     stop walking Beam's modules); frozen objects still die by reference counting."""
     import gc
 
-    from wit.beam import freeze_long_lived
+    from core.beam import freeze_long_lived
 
     gc.unfreeze()
     before = gc.get_freeze_count()
@@ -75,11 +75,11 @@ def test_run_job_freezes_the_imported_objects_out_of_the_collector():
         gc.unfreeze()
 
 
-# -- multi-process workers forked from the zygote (wit.beam_local) ----------------------------------
+# -- multi-process workers forked from the zygote (core.beam_local) ----------------------------------
 JOB = """
 import json, os, sys, threading, time
 import apache_beam as beam
-from wit.beam import local_options, make_pipeline
+from core.beam import local_options, make_pipeline
 
 LAUNCHER_TOKEN = "launcher-state"  # a forked worker sees the launcher's objects; a fresh interpreter does not
 mode, out = sys.argv[1], sys.argv[2]
@@ -183,7 +183,7 @@ def alive(pid: int) -> bool:
 
 
 def test_the_worker_command_becomes_beams_own_worker_when_the_zygote_is_gone(tmp_path):
-    from wit.beam_local import CLIENT
+    from core.beam_local import CLIENT
 
     result = subprocess.run([sys.executable, "-I", "-S", "-c", CLIENT, str(tmp_path / "no-such.sock")],
                             capture_output=True, text=True, timeout=120, env={**os.environ})
@@ -191,7 +191,7 @@ def test_the_worker_command_becomes_beams_own_worker_when_the_zygote_is_gone(tmp
 
 
 def test_local_jobs_use_every_core_unless_told_otherwise():
-    from wit.beam import machine_cores, use_all_cores
+    from core.beam import machine_cores, use_all_cores
 
     cores = machine_cores()
     direct = use_all_cores(pipeline_options([]), []).view_as(DirectOptions)

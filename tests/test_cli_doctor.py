@@ -23,7 +23,7 @@ def run_wit(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_help_and_version():
-    from wit import __version__
+    from core import __version__
 
     help_out = run_wit("--help")
     assert help_out.returncode == 0 and "doctor" in help_out.stdout

@@ -75,7 +75,7 @@ class DryRuns(dict):
 @pytest.fixture(scope="module")
 def dry_runs(tmp_path_factory):
     """Each job built for DataflowRunner and translated with --dry_run: (pipeline proto, job options)."""
-    from wit.beam import make_pipeline, pipeline_options
+    from core.beam import make_pipeline, pipeline_options
 
     tmp = tmp_path_factory.mktemp("dry")
     results = DryRuns()

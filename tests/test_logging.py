@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from wit.logs import progress, resolve_level, setup_logging
+from core.logs import progress, resolve_level, setup_logging
 
 
 def test_levels(monkeypatch):

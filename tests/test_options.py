@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from wit import cli
-from wit.beam import split_args
+from core.beam import split_args
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("wit", "pipeline", "query_list", "dedup", "trainer", "infra", "benchmarks")

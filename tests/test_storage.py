@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fsspec
 
-from wit.storage import join, write_bytes_atomic, write_text_atomic
+from core.storage import join, write_bytes_atomic, write_text_atomic
 
 
 def test_local_write_leaves_no_temporary(tmp_path):

@@ -27,7 +27,7 @@ PHRASES = ["a photo of a {}", "a {} in the picture", "this is a {}", "an image s
 def make_shards(out: str, count: int, per_shard: int, start: int = 0) -> list[str]:
     """Webdataset shards of real CIFAR-10 photos with captions, and the crawl's sizes.json."""
     from pipeline import shards
-    from wit.storage import write_text_atomic
+    from core.storage import write_text_atomic
 
     folder = require_shared_data() / "images/eval/cifar10_test_jpg"
     with open(folder / "labels.tsv") as handle:

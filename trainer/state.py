@@ -28,7 +28,7 @@ import fsspec
 import numpy as np
 import torch
 
-from wit.storage import is_object_store, join, write_bytes_atomic, write_text_atomic
+from core.storage import is_object_store, join, write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 NAME = re.compile(r"step_(\d{8})\.pt$")

@@ -41,7 +41,7 @@ from trainer import state
 from trainer.recipe import PRESET_FIELDS, RECIPES, clip_preset, describe
 from trainer.steps import (Stopper, _nothing, build_model, learning_rate, load_tokenizer, parameter_groups,
                            train_step)
-from wit.storage import is_object_store, join, write_text_atomic
+from core.storage import is_object_store, join, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +445,7 @@ class Run:
                 "bad_shards": bad_shards, "rank": self.rank}
 
     def _bar(self):
-        from wit.logs import progress_enabled
+        from core.logs import progress_enabled
 
         if self.rank != 0 or not progress_enabled():
             return None
@@ -469,7 +469,7 @@ def list_models() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from wit.logs import setup_logging
+    from core.logs import setup_logging
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--list-models" in argv:

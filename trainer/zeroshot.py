@@ -78,7 +78,7 @@ def load_labels(path: str | Path, classnames: Sequence[str]) -> list[tuple[str, 
 def build_classifier(model: CLIP, tokenizer, classnames: Sequence[str], templates: Sequence[str],
                      device: str = "cpu") -> torch.Tensor:
     """(embed_dim, classes): per class, the normalised mean of its normalised template embeddings."""
-    from wit.logs import progress
+    from core.logs import progress
 
     weights = []
     for name in progress(classnames, desc="class embeddings", total=len(classnames), unit="class"):
@@ -110,7 +110,7 @@ def accuracy(features: torch.Tensor, classifier: torch.Tensor, labels: torch.Ten
 
 def load_images(folder: str | Path, rows: Sequence[tuple[str, int]], image_size: int) -> torch.Tensor:
     """The evaluation tensors; any unreadable image fails the call, naming the first few."""
-    from wit.logs import progress
+    from core.logs import progress
 
     transform = eval_transform(image_size)
     tensors, unreadable = [], []

@@ -63,7 +63,7 @@ COMMANDS: dict[str, Command] = {
 
 
 def _version() -> str:
-    from wit import __version__
+    from core import __version__
 
     return __version__
 
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from wit.logs import setup_logging
+    from core.logs import setup_logging
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()

@@ -234,7 +234,7 @@ class Demo:
 def follow_training(child: subprocess.Popen, metrics: Path, every: float = 1.0, line_every: float = 30.0) -> int:
     """Wait for the training processes, showing their progress from ``metrics.jsonl``: a bar on a
     terminal, a line every ``line_every`` seconds otherwise (CI logs). Returns the exit code."""
-    from wit.logs import progress_enabled
+    from core.logs import progress_enabled
 
     bar, last_line, shown, printed = None, time.monotonic(), None, None
     while True:

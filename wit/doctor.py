@@ -107,7 +107,7 @@ def check_beam_runner() -> Check:
 
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-        from wit.beam import local_options, make_pipeline
+        from core.beam import local_options, make_pipeline
 
         pipeline = make_pipeline(local_options())
         _ = pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * 2)
@@ -120,7 +120,7 @@ def check_beam_runner() -> Check:
         return Check("beam local runner", FAIL, f"a local pipeline failed: {exc}", INSTALL_FIX)
     if not pinned:
         return Check("beam local runner", FAIL, f"local runs use {qualified}, not the pinned FnApiRunner",
-                     "build pipelines with wit.beam.make_pipeline (it pins the FnApiRunner)")
+                     "build pipelines with core.beam.make_pipeline (it pins the FnApiRunner)")
     return Check("beam local runner", OK, qualified if ran is FnApiRunner else f"{qualified} (Beam's FnApiRunner)")
 
 

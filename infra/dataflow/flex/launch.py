@@ -38,7 +38,7 @@ def translate(argv: list[str], flags: dict[str, argparse.Action]) -> list[str]:
 
 
 if __name__ == "__main__":
-    from wit.logs import setup_logging
+    from core.logs import setup_logging
 
     setup_logging()
     job = importlib.import_module(JOBS[os.environ["WIT_JOB"]])

@@ -157,7 +157,7 @@ def _serve(listener: socket.socket, lifeline: int) -> None:
     import importlib
     import selectors
 
-    from wit.beam import freeze_long_lived
+    from core.beam import freeze_long_lived
 
     importlib.import_module(BEAM_WORKER_MODULE)  # warm, once for all workers
     freeze_long_lived()

@@ -3,7 +3,7 @@
 Since Beam 2.68 the ``DirectRunner`` first tries the Prism runner, which downloads a Go
 binary from the internet; that fails here and on air-gapped laptops. Every wit job therefore
 builds its pipeline through :func:`make_pipeline`, which replaces a missing or ``DirectRunner``
-runner with Beam's Python ``FnApiRunner`` (our :class:`wit.beam_local.LocalRunner`, which starts
+runner with Beam's Python ``FnApiRunner`` (our :class:`core.beam_local.LocalRunner`, which starts
 multi-process workers forked from a warm copy of the launcher) and leaves real remote runners
 (Dataflow) alone. ``--direct_num_workers`` and ``--direct_running_mode`` keep working: the
 FnApiRunner reads them.
@@ -16,7 +16,7 @@ from typing import Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-FN_API_RUNNER = "wit.beam_local.LocalRunner"  # Beam's FnApiRunner, workers forked warm
+FN_API_RUNNER = "core.beam_local.LocalRunner"  # Beam's FnApiRunner, workers forked warm
 
 # Names that mean "run it here"; each of them is pinned to the FnApiRunner.
 _LOCAL_RUNNER_NAMES = {"", "directrunner", "direct", "prismrunner", "prism", "fnapirunner", FN_API_RUNNER.lower(),
