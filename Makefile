@@ -1,6 +1,7 @@
 # Set-up and entry points. `make test` and `make demo` do all set-up on a fresh machine.
 #   make install   .venv with wit and its pinned dependencies (+ Debian packages when possible)
-#   make test      install, then the whole test suite (it runs `wit demo --fast`)
+#   make test      install, then the whole test suite (it runs `wit demo --fast`, and installs our
+#                  wheel in a fresh venv without extras: tests/test_wheel_install.py)
 #   make demo      install, then `wit demo`: the whole chain on a generated world, with a report
 #   make doctor    check this machine (`wit doctor`)
 #   make lock      re-freeze constraints.txt after changing a pin in pyproject.toml

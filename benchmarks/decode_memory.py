@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from core import image_header
 from pipeline import images
 
 
@@ -87,17 +88,17 @@ def largest_allowed(make, config: images.ImageConfig) -> tuple[int, bytes]:
     count of a 2048 px one, then down in steps of 16 until the count fits."""
     probe = make(2048)
     per_pixel = max(count(probe, config) - 256 * 256 * 3, 1) / 2048 ** 2
-    side = int(min(math.sqrt(images.MAX_DECODE_BYTES / per_pixel), math.sqrt(images.MAX_PIXELS))) // 16 * 16
+    side = int(min(math.sqrt(image_header.MAX_DECODE_BYTES / per_pixel), math.sqrt(image_header.MAX_PIXELS))) // 16 * 16
     while True:
         data = make(side)
-        if count(data, config) <= images.MAX_DECODE_BYTES and side * side <= images.MAX_PIXELS:
+        if count(data, config) <= image_header.MAX_DECODE_BYTES and side * side <= image_header.MAX_PIXELS:
             return side, data
         side -= 16
 
 
 def count(data: bytes, config: images.ImageConfig) -> int:
     """What the crawl's cap counts for this image (as ``images.process`` counts it)."""
-    header = images.read_header(data)
+    header = image_header.read_header(data)
     factor = 1
     if header.format == "JPEG":
         factor = images._reduced_flag(header.width, header.height, config)[1]  # noqa: SLF001 - as process() does
@@ -156,8 +157,8 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
-    print(f"cap {images.MAX_DECODE_BYTES / 1e6:.0f} MB (2 x decoded frame + decoder buffers + resized frame), "
-          f"{images.MAX_PIXELS:,} pixels")
+    print(f"cap {image_header.MAX_DECODE_BYTES / 1e6:.0f} MB (2 x decoded frame + decoder buffers + resized frame), "
+          f"{image_header.MAX_PIXELS:,} pixels")
     print(f"{'case':26s} {'size':>11s} {'file':>9s} {'counted':>9s} {'crawl peak':>11s} {'dedup peak':>11s}  outcome")
     with tempfile.TemporaryDirectory() as folder:
         todo = [(name, spec) for name, spec in {**CASES, **HOSTILE}.items() if not args.only or name in args.only]

@@ -166,7 +166,7 @@ def worker(kind: str, index_dir: str, shard_paths: list[str], baseline_dir: str 
         detect, _, store, audit = _dedup_baseline.modules(Path(baseline_dir))
     else:
         from dedup import audit, detect, store
-    from dedup import samples
+    from core import shards
     import faiss
 
     faiss.omp_set_num_threads(1)
@@ -177,7 +177,7 @@ def worker(kind: str, index_dir: str, shard_paths: list[str], baseline_dir: str 
     setup, setup_cpu = time.perf_counter() - started, time.process_time() - cpu
     # the first image imports imagededup (and with it torch): once per process, whatever the index
     started = time.perf_counter()
-    first = next(s for s in samples.read_tar(shard_paths[0]) if isinstance(s, samples.TarSample))
+    first = next(s for s in shards.read_tar(shard_paths[0]) if isinstance(s, shards.TarSample))
     detector.match(first.image()[1])
     first_match = time.perf_counter() - started
     counted = copies = found = elsewhere = distractors = flagged = 0

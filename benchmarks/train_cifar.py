@@ -46,7 +46,9 @@ def build(data: Path, work: Path, per_class_train: int) -> tuple[Path, Path]:
                    for i, row in enumerate(train[start:start + 250])]
         shards.write_shard(str(shard_dir), shard, samples, "jpg")
         sizes[f"{shard:05d}.tar"] = len(samples)
-    (shard_dir / "sizes.json").write_text(json.dumps({**sizes, "__total__": sum(sizes.values())}))
+    from core.sizes import write_sizes
+
+    write_sizes(str(shard_dir), sizes)
     labels = work / "heldout.tsv"
     with open(labels, "w") as handle:
         handle.write("file\tlabel\n" + "".join(f"{row['file']}\t{row['label']}\n" for row in held))

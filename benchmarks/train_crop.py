@@ -93,7 +93,9 @@ def write_shards(photos: Path, train: list, mode: str, size: int, out: Path) -> 
                                      image=done.data, width=done.width, height=done.height,
                                      original_width=done.original_width, original_height=done.original_height))
     shards.write_shard(str(out), 0, samples, "jpg")
-    (out / "sizes.json").write_text(json.dumps({"00000.tar": len(samples), "__total__": len(samples)}))
+    from core.sizes import write_sizes
+
+    write_sizes(str(out), {"00000.tar": len(samples)})
     return out / "sizes.json"
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -59,7 +58,9 @@ def make_shards(folder: Path, data: Path) -> None:
                                          caption=caption, image=buffer.getvalue()))
             if len(samples) == 500:
                 flush()
-    (folder / "sizes.json").write_text(json.dumps({**sizes, "__total__": sum(sizes.values())}))
+    from core.sizes import write_sizes
+
+    write_sizes(str(folder), sizes)
 
 
 def time_ours(pattern: str, args, tokenizer) -> float:
@@ -67,7 +68,7 @@ def time_ours(pattern: str, args, tokenizer) -> float:
 
     config = data_module.DataConfig(data_module.resolve_shards([pattern]), args.batch_size, args.image_size,
                                     workers=args.workers, shuffle_buffer=1000)
-    stream = data_module.ShardStream(config, tokenizer, 0, 0, 1)
+    stream = data_module.ShardStream(config, tokenizer, 0, 1)
     started, count = time.perf_counter(), 0
     for batch in data_module.loader(stream):
         count += len(batch["images"])

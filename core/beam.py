@@ -6,17 +6,24 @@ builds its pipeline through :func:`make_pipeline`, which replaces a missing or `
 runner with Beam's Python ``FnApiRunner`` (our :class:`core.beam_local.LocalRunner`, which starts
 multi-process workers forked from a warm copy of the launcher) and leaves real remote runners
 (Dataflow) alone. ``--direct_num_workers`` and ``--direct_running_mode`` keep working: the
-FnApiRunner reads them.
+FnApiRunner reads them. On a Beam release the local runner was not tested with, Beam's stock
+FnApiRunner is used instead (:func:`local_runner_name`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.version import __version__ as BEAM_VERSION
+
+log = logging.getLogger(__name__)
 
 FN_API_RUNNER = "core.beam_local.LocalRunner"  # Beam's FnApiRunner, workers forked warm
+STOCK_FN_API_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"  # the fallback
 
 # Names that mean "run it here"; each of them is pinned to the FnApiRunner.
 _LOCAL_RUNNER_NAMES = {"", "directrunner", "direct", "prismrunner", "prism", "fnapirunner", FN_API_RUNNER.lower(),
@@ -31,8 +38,42 @@ def pin_local_runner(options: PipelineOptions) -> PipelineOptions:
     """Point a local run at the Python FnApiRunner (in place); return the options."""
     standard = options.view_as(StandardOptions)
     if is_local_runner(standard.runner):
-        standard.runner = FN_API_RUNNER
+        standard.runner = local_runner_name()
     return options
+
+
+# The Beam releases (major, minor; inclusive) whose internals core.beam_local's zygote was
+# written and tested against: FnApiRunner.run_via_runner_api, the SUBPROCESS_SDK environment
+# whose payload is the worker command naming sdk_worker_main, and sdk_worker_main.main reading
+# its environment (docs/development.md). Outside them, or with WIT_LOCAL_RUNNER=stock, local runs use Beam's
+# stock FnApiRunner (:func:`local_runner_name`): slower worker starts, same results.
+TESTED_BEAM = ((2, 77), (2, 77))
+
+
+def beam_version_tested(version: str | None = None) -> bool:
+    """Whether ``version`` (default: the installed Beam) is in :data:`TESTED_BEAM`."""
+    try:
+        found = tuple(int(part) for part in (version or BEAM_VERSION).split(".")[:2])
+    except ValueError:  # an unusual version string: do not guess
+        return False
+    return TESTED_BEAM[0] <= found <= TESTED_BEAM[1]
+
+
+def zygote_supported() -> bool:
+    """Our runner may be used: a tested Beam, and no ``WIT_LOCAL_RUNNER=stock``."""
+    if os.environ.get("WIT_LOCAL_RUNNER", "").lower() == "stock":
+        return False
+    if not beam_version_tested():
+        log.warning("apache-beam %s is outside the releases the local runner was tested with (%s to %s): "
+                    "using Beam's stock FnApiRunner", BEAM_VERSION, *(".".join(map(str, v)) for v in TESTED_BEAM))
+        return False
+    return True
+
+
+def local_runner_name() -> str:
+    """Our :class:`core.beam_local.LocalRunner` on the Beam releases it was tested with, Beam's
+    stock FnApiRunner otherwise or with ``WIT_LOCAL_RUNNER=stock`` (same flags, same results)."""
+    return FN_API_RUNNER if zygote_supported() else STOCK_FN_API_RUNNER
 
 
 def pipeline_options(beam_args: Sequence[str] | None = None, **overrides) -> PipelineOptions:
@@ -103,23 +144,6 @@ def make_pipeline(options: PipelineOptions):
 
 
 # -- flags: ours vs Beam's ---------------------------------------------------------------------
-class TolerantParser:
-    """Wraps Beam's argument parser for a job's ``PipelineOptions._add_argparse_args``.
-
-    Beam registers the flags of every ``PipelineOptions`` subclass in one parser, so two jobs
-    imported into one process that both declare ``--out`` would collide; a flag already
-    registered is skipped (our jobs give shared flags the same meaning and type).
-    """
-
-    def __init__(self, parser) -> None:
-        self.parser = parser
-
-    def add_argument(self, *flags, **kwargs):
-        if any(flag in self.parser._option_string_actions for flag in flags):  # noqa: SLF001
-            return None
-        return self.parser.add_argument(*flags, **kwargs)
-
-
 def _beam_option_classes():
     seen, stack = [], list(PipelineOptions.__subclasses__())
     while stack:
@@ -189,30 +213,28 @@ def windowed(value):
     return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
 
 
-def run_job(argv, *, prog: str, doc: str, add_arguments, required: Sequence[str], config_from_args,
-            build_pipeline) -> object:
-    """The one way a wit Beam job starts: our flags parsed strictly (unknown ones are errors),
-    the rest handed to Beam with the local runner pinned (one worker process per core unless the
-    flags say otherwise), the graph built, run to the end.
-    Returns the job's config (for the caller's closing log line)."""
+def run_job(argv, *, prog: str, doc: str, config: type, build_pipeline) -> object:
+    """The one way a wit Beam job starts: our flags (generated from the job's ``config`` class,
+    :mod:`core.config`) parsed strictly (unknown ones are errors), the rest handed to Beam with
+    the local runner pinned (one worker process per core unless the flags say otherwise), the
+    graph built, run to the end. Returns the job's config (for the caller's closing log line)."""
     import argparse
+
+    from core import config as flags
 
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
-    add_arguments(parser)
+    flags.add_arguments(parser, config)
     args, beam_args = split_args(parser, argv)
-    missing = [f"--{name.replace('_', '-')}" for name in required if not getattr(args, name)]
-    if missing:
-        parser.error(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
     try:
-        config = config_from_args(args)
+        job_config = flags.config_from_args(config, args)
     except ValueError as exc:
         parser.error(str(exc))
     pipeline = make_pipeline(use_all_cores(pipeline_options(beam_args), beam_args))
-    build_pipeline(pipeline, config)
+    build_pipeline(pipeline, job_config)
     freeze_long_lived()
     pipeline.run().wait_until_finish()
-    return config
+    return job_config
 
 
 def freeze_long_lived() -> None:
@@ -220,9 +242,9 @@ def freeze_long_lived() -> None:
     thousand) out of the cyclic garbage collector's view, for the rest of the process.
 
     Called by the launcher before the run and by workers' DoFns in ``setup()``. Full collections
-    during the job stop walking those objects, and so does the collection at interpreter exit: a
-    process that imported Beam and the job took 0.63 s to exit here, 0.05 s frozen, and the local
-    runner stops its workers one after the other. Reference counting still frees frozen objects;
+    during the job stop walking those objects, and so does the collection at interpreter exit,
+    which the local runner pays once per worker, one worker after the other (figures in
+    docs/development.md). Reference counting still frees frozen objects;
     only cycles among them (none to speak of in imported modules) are never collected."""
     import gc
 

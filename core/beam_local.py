@@ -2,10 +2,9 @@
 
 With ``--direct_running_mode multi_processing`` the FnApiRunner starts each SDK worker as
 ``python -m apache_beam.runners.worker.sdk_worker_main``: a fresh interpreter that imports Beam
-and then the job's modules again before it takes its first element, about 2 CPU-seconds per
-worker on the development machine (Beam alone ~1.7 s; pandas, which Beam imports when it is
-installed, ~0.5 s of that), paid by every worker of every local run after the launcher has paid
-it once. :class:`LocalRunner` starts them warm instead: just before the run, while the launcher
+and then the job's modules again before it takes its first element (seconds of CPU per worker:
+figures in docs/development.md), paid by every worker of every local run after the launcher has
+paid it once. :class:`LocalRunner` starts them warm instead: just before the run, while the launcher
 has imported Beam and the job and has no thread and no gRPC object yet, it forks a *zygote*.
 The zygote imports the worker entry point and waits on a Unix socket; the command Beam runs for
 each worker is a small client (``python -I -S``, a few milliseconds) that hands the zygote its
@@ -19,7 +18,8 @@ zygote kills its workers and exits when the launcher closes its lifeline (after 
 the launcher dies). Whenever the zygote cannot be used (not multi_processing; no ``fork`` or
 no process file descriptors, which need Linux 5.3; Python threads already running in the
 launcher, which forking could catch holding a lock; or a client that cannot reach the zygote)
-workers start the way Beam starts them; so they do with ``WIT_FORK_WORKERS=0``. The native
+workers start the way Beam starts them; so they do with ``WIT_FORK_WORKERS=0``. On a Beam release
+outside ``core.beam.TESTED_BEAM`` the runner is not used at all (``core.beam.zygote_supported``). The native
 threads the imports leave (the BLAS pool, pyarrow's jemalloc) have their own fork handlers, as
 they must for ``multiprocessing``'s fork.
 """
@@ -41,6 +41,8 @@ import time
 from apache_beam.options.pipeline_options import DirectOptions
 from apache_beam.portability import python_urns
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+from core.beam import beam_version_tested
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +76,18 @@ class LocalRunner(FnApiRunner):
     def run_via_runner_api(self, pipeline_proto, options):
         zygote = None
         if (options.view_as(DirectOptions).direct_running_mode == "multi_processing"
-                and os.environ.get("WIT_FORK_WORKERS", "1") not in ("0", "false")):
+                and os.environ.get("WIT_FORK_WORKERS", "1") not in ("0", "false") and beam_version_tested()):
             zygote = Zygote.start()
         if zygote is not None:
+            replaced = 0
             for environment in pipeline_proto.components.environments.values():
                 if environment.urn == python_urns.SUBPROCESS_SDK and BEAM_WORKER_MODULE.encode() in environment.payload:
                     environment.payload = zygote.command().encode()
+                    replaced += 1
+            if not replaced:  # Beam starts its workers some other way: leave them to it
+                log.debug("no worker command names %s: workers start as Beam starts them", BEAM_WORKER_MODULE)
+                zygote.stop()
+                zygote = None
         try:
             return super().run_via_runner_api(pipeline_proto, options)
         finally:

@@ -41,3 +41,30 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 
 def write_text_atomic(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def expand_globs(patterns: list[str]) -> list[str]:
+    """Expand local or remote globs to a sorted list of full paths; a pattern matching nothing fails."""
+    paths: list[str] = []
+    for pattern in patterns:
+        files = fsspec.open_files(pattern)
+        if not files:
+            raise FileNotFoundError(f"no input matches {pattern!r}")
+        paths.extend(f.full_name for f in files)
+    return sorted(dict.fromkeys(paths))
+
+
+def parquet_bytes(table, **options) -> bytes:
+    """A pyarrow table as parquet bytes, zstd-compressed unless ``options`` say otherwise."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, **{"compression": "zstd", **options})
+    return buffer.getvalue()
+
+
+def write_parquet_atomic(path: str, table, **options) -> None:
+    """Every table a job writes goes through here: whole or not at all, as any other output."""
+    write_bytes_atomic(path, parquet_bytes(table, **options))

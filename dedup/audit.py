@@ -1,12 +1,13 @@
 """Audit crawled shards against evaluation-set indexes; optionally write them back without the
 near-duplicates (a Beam job).
 
-Each shard is one work item: its samples are read in order (:mod:`dedup.samples`), their images
+Each shard is one work item: its samples are read in order (:func:`core.shards.read_tar`), their images
 matched by a :class:`dedup.detect.Detector` built once per worker from the indexes (a side
 input), and every sample ends as clean, duplicate or unreadable. Outputs in ``--out``:
 ``overlaps.parquet`` (one row per pool sample and evaluation image with evidence: duplicates and
 near misses), ``report.json`` (per evaluation set, in CLIP's terms: All, Overlap and Clean sizes,
-contamination percentage, zero-shot accuracy on each with ``--checkpoint``) and ``report.html``
+contamination percentage, a model's zero-shot accuracy on each with ``--zero-shot-items``, which
+``wit dedup audit --checkpoint`` makes) and ``report.html``
 (one self-contained page, pairs side by side, sortable). ``--write-clean PATH`` writes each shard
 without its duplicates (same member bytes and order), its status parquet with those rows set to
 ``eval_duplicate`` when the input has one, and ``sizes.json``.
@@ -25,30 +26,31 @@ Dataflow:
 
 The index is memory-mapped by every worker process (a ``gs://`` index is first copied once per
 machine into ``$WIT_DEDUP_CACHE``), so the processes of a machine share one copy in the page
-cache and a worker is ready in well under a second per 10,000 evaluation images.
+cache and a worker starts without building anything (start-up figures in docs/dedup.md).
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
 import sys
-import tarfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import apache_beam as beam
 import fsspec
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from dedup import features, report, samples, store
+from core import shards
+from core import sizes as shard_sizes
+from dedup import features, report, store
 from dedup.detect import DetectConfig, Detector, shared_detector
 from dedup.store import load_indexes
-from query_list.sources import expand
-from core.beam import TolerantParser, run_job
+from core import config as config_flags
+from core.beam import run_job
+from core.reports import AuditFigures
+from core.config import group, opt, option
 from core.storage import join, write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -56,46 +58,28 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AuditConfig:
-    shards: list[str]
-    indexes: list[str]
-    out: str
-    write_clean: str | None = None
-    detect: DetectConfig = field(default_factory=DetectConfig)
-    checkpoint: str | None = None
-    classnames: str | None = None
-    templates: str | None = None
-    task: str | None = None
+    shards: list[str] = option(metavar="SHARDS", gcs=True, label="Shards",
+                               help="webdataset tars: a glob, a brace list ({00000..00009}.tar), a folder "
+                                    "(img2dataset's or the crawl's output) or a sizes.json; repeatable")
+    indexes: list[str] = option(flag="--index", metavar="INDEX_DIR", gcs=True, label="Evaluation index",
+                                help="an index from `wit dedup index`; repeatable")
+    out: str = option(gcs=True, label="Report folder", help="report folder (local or gs://)")
+    write_clean: str | None = option(None, metavar="PATH", gcs=True,
+                                     help="write the shards without duplicates here")
+    detect: DetectConfig = group(
+        DetectConfig,
+        min_inliers=opt("geometrically verified keypoint matches that make a duplicate", flag="--threshold",
+                        aliases=("--min-inliers",)),
+        hash_threshold=opt("PHash distance (bits) that alone makes one"),
+        spread=opt("vocabulary words each pool descriptor votes through (1..4)"))
+    zero_shot_items: str | None = option(
+        None, metavar="JSON", gcs=True,
+        help="a model's per-image zero-shot results on the indexed sets (`wit eval audit-items`): the report "
+             "gives its top-1 on All, Clean and Overlap (`wit dedup audit --checkpoint MODEL` makes this file)")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--shards", action="append", default=None, metavar="GLOB", help="webdataset tars; repeatable")
-    parser.add_argument("--index", dest="indexes", action="append", default=None, metavar="INDEX_DIR",
-                        help="an index from `wit dedup index`; repeatable")
-    parser.add_argument("--out", default=None, help="report folder (local or gs://)")
-    parser.add_argument("--write-clean", default=None, metavar="PATH", help="write the shards without duplicates here")
-    parser.add_argument("--threshold", "--min-inliers", dest="min_inliers", type=int, default=DetectConfig.min_inliers,
-                        help="geometrically verified keypoint matches that make a duplicate")
-    parser.add_argument("--hash-threshold", type=int, default=4, help="PHash distance (bits) that alone makes one")
-    parser.add_argument("--spread", type=int, default=DetectConfig.spread,
-                        help="vocabulary words each pool descriptor votes through (1..4)")
-    parser.add_argument("--checkpoint", default=None, help="a model folder: zero-shot accuracy on All/Clean/Overlap")
-    parser.add_argument("--classnames", default=None, help="JSON class names (default: the index's sorted labels)")
-    parser.add_argument("--templates", default=None, help="JSON prompt templates (default: the project's own)")
-    parser.add_argument("--task", default=None, help="the key in --classnames/--templates JSON dicts")
-
-
-class DedupAuditOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        add_arguments(TolerantParser(parser))
-
-
-def config_from_args(args: argparse.Namespace) -> AuditConfig:
-    return AuditConfig(shards=args.shards or [], indexes=args.indexes or [], out=args.out,
-                       write_clean=args.write_clean, checkpoint=args.checkpoint, classnames=args.classnames,
-                       templates=args.templates, task=args.task,
-                       detect=DetectConfig(min_inliers=args.min_inliers, hash_threshold=args.hash_threshold,
-                                           spread=args.spread))
+    config_flags.add_arguments(parser, AuditConfig)
 
 
 # -- one shard -----------------------------------------------------------------------------------
@@ -103,7 +87,7 @@ def shard_name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
-def sample_meta(sample: samples.TarSample) -> dict:
+def sample_meta(sample: shards.TarSample) -> dict:
     raw = sample.get("json")
     try:
         meta = json.loads(raw) if raw else {}
@@ -114,16 +98,16 @@ def sample_meta(sample: samples.TarSample) -> dict:
             "caption": caption.decode("utf-8", "replace") if caption is not None else meta.get("caption")}
 
 
-def audit_shard(path: str, detector: Detector) -> tuple[dict, list[samples.TarSample], set[str]]:
+def audit_shard(path: str, detector: Detector) -> tuple[dict, list[shards.TarSample], set[str]]:
     """The shard's result record, its samples (for rewriting) and the keys found to be duplicates."""
     result = {"shard": shard_name(path), "path": path, "samples": 0, "duplicates": 0, "unreadable": [],
               "damaged": None, "dropped_members": [], "overlaps": [], "hits": {}}
     read, duplicates = [], set()
-    for sample in samples.read_tar(path):
-        if isinstance(sample, samples.TarDamaged):
+    for sample in shards.read_tar(path):
+        if isinstance(sample, shards.TarDamaged):
             result["damaged"] = sample.error
             continue
-        if isinstance(sample, samples.TarSkipped):  # not audited, and never written to a clean shard
+        if isinstance(sample, shards.TarSkipped):  # not audited, and never written to a clean shard
             result["dropped_members"].append({"name": sample.name, "reason": sample.reason})
             continue
         read.append(sample)
@@ -154,18 +138,7 @@ def audit_shard(path: str, detector: Detector) -> tuple[dict, list[samples.TarSa
     return result, read, duplicates
 
 
-def rewrite_tar(kept: list[samples.TarSample]) -> bytes:
-    from pipeline.shards import add_member
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for sample in kept:
-            for name, data in sample.members:
-                add_member(tar, name, data)
-    return buffer.getvalue()
-
-
-def write_clean_shard(path: str, read: list[samples.TarSample], duplicates: set[str], out: str) -> int:
+def write_clean_shard(path: str, read: list[shards.TarSample], duplicates: set[str], out: str) -> int:
     """The shard without duplicates, and its status table (when there is one) marking them."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -173,7 +146,7 @@ def write_clean_shard(path: str, read: list[samples.TarSample], duplicates: set[
 
     kept = [sample for sample in read if sample.key not in duplicates]
     name = shard_name(path)
-    status_path = path[:-len(samples.SHARD_SUFFIX)] + ".parquet"
+    status_path = path[:-len(shards.SHARD_SUFFIX)] + ".parquet"
     fs, local = fsspec.core.url_to_fs(status_path)
     if fs.exists(local):
         table = pq.read_table(io.BytesIO(fs.cat_file(local)))
@@ -183,8 +156,8 @@ def write_clean_shard(path: str, read: list[samples.TarSample], duplicates: set[
             table = table.set_column(table.column_names.index("status"), "status", status)
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
-        write_bytes_atomic(join(out, name[:-len(samples.SHARD_SUFFIX)] + ".parquet"), buffer.getvalue())
-    write_bytes_atomic(join(out, name), rewrite_tar(kept))
+        write_bytes_atomic(join(out, name[:-len(shards.SHARD_SUFFIX)] + ".parquet"), buffer.getvalue())
+    write_bytes_atomic(join(out, name), shards.samples_tar(kept))
     return len(kept)
 
 
@@ -212,21 +185,41 @@ def finish(results: list[dict], indexes: list[store.EvalIndex], config: AuditCon
     indexes = store.eval_sets(indexes)
     results = sorted(results, key=lambda r: r["shard"])
     write_bytes_atomic(join(config.out, "overlaps.parquet"), report.overlaps_table(results))
-    accuracy = report.zero_shot(indexes, results, config) if config.checkpoint else {}
-    summary = report.summarize(results, indexes, config, accuracy)
-    write_text_atomic(join(config.out, "report.json"), json.dumps(summary, indent=2, default=str) + "\n")
+    accuracy = report.zero_shot(report.read_zero_shot_items(config.zero_shot_items), results) \
+        if config.zero_shot_items else {}
+    detector = {"min_inliers": config.detect.min_inliers, "hash_threshold": config.detect.hash_threshold,
+                "spread": config.detect.spread}
+    summary = report.summarize(results, indexes, detector, config.write_clean, accuracy)
+    AuditFigures.check(summary, join(config.out, AuditFigures.FILE))  # the headline figures keep their names
+    write_text_atomic(join(config.out, AuditFigures.FILE), json.dumps(summary, indent=2, default=str) + "\n")
     write_text_atomic(join(config.out, "report.html"), report.render_html(summary, results, indexes))
     if config.write_clean:
         sizes = {r["shard"]: r["clean"] for r in results}
-        write_text_atomic(join(config.write_clean, "sizes.json"),
-                          json.dumps({**sizes, "__total__": sum(sizes.values())}, indent=2) + "\n")
-        write_text_atomic(join(config.write_clean, "_SUCCESS"), "")
+        shard_sizes.write_sizes(config.write_clean, sizes)
+        shard_sizes.write_success(config.write_clean)
     log.info("audit: %s", {name: s["contamination_pct"] for name, s in summary["eval_sets"].items()})
     return summary
 
 
+class AuditShards(beam.PTransform):
+    """Shards spread over the workers, each audited against the indexes (and written back
+    without its duplicates under ``--write-clean``).
+
+    PCollection[shard path] -> PCollection[shard result dict]; ``indexes``: a side input
+    holding the loaded indexes"""
+
+    def __init__(self, config: AuditConfig, indexes) -> None:
+        super().__init__()
+        self.config, self.indexes = config, indexes
+
+    def expand(self, paths):
+        return (paths
+                | "SpreadShards" >> beam.Reshuffle()
+                | "AuditShard" >> beam.ParDo(AuditShardFn(self.config), self.indexes))
+
+
 def build_pipeline(pipeline, config: AuditConfig) -> None:
-    paths = [path for path in expand(config.shards) if path.lower().endswith(samples.SHARD_SUFFIX)]
+    paths = [path for path in shard_sizes.list_shards(config.shards) if shards.is_shard(path)]
     if not paths:
         raise ValueError(f"no .tar shards match {config.shards}")
     load_indexes(config.indexes)  # fail here, before any work, on a bad index
@@ -234,15 +227,13 @@ def build_pipeline(pipeline, config: AuditConfig) -> None:
                                    | "LoadIndexes" >> beam.Map(load_indexes))
     (pipeline
      | "Shards" >> beam.Create(paths)
-     | "SpreadShards" >> beam.Reshuffle()
-     | "AuditShard" >> beam.ParDo(AuditShardFn(config), side)
+     | "AuditShards" >> AuditShards(config, side)
      | "CollectResults" >> beam.combiners.ToList()
      | "Finish" >> beam.Map(finish, side, config))
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    run_job(argv, prog="wit dedup audit", doc=__doc__, add_arguments=add_arguments,
-            required=["shards", "indexes", "out"], config_from_args=config_from_args, build_pipeline=build_pipeline)
+    run_job(argv, prog="wit dedup audit", doc=__doc__, config=AuditConfig, build_pipeline=build_pipeline)
     return 0
 
 

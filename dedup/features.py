@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline import images
+from core import image_header
 
 # Undecodable bytes are our counted "unreadable" status, not something for OpenCV to log.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -90,16 +90,16 @@ def decode(data: bytes) -> np.ndarray:
 def refuse_bombs(data: bytes) -> None:
     """:class:`UnreadableImage` for bytes whose header (read without decoding a pixel, as the
     crawl reads it) is not an image's, or declares more pixels or a costlier decode than the
-    crawl's caps (:data:`pipeline.images.MAX_PIXELS`, :data:`pipeline.images.MAX_DECODE_BYTES`)."""
+    crawl's caps (:data:`core.image_header.MAX_PIXELS`, :data:`core.image_header.MAX_DECODE_BYTES`)."""
     try:
-        header = images.read_header(data)
+        header = image_header.read_header(data)
     except Image.DecompressionBombError:
         raise UnreadableImage(f"decompression bomb (pixel count; {len(data)} bytes)") from None
     except Exception as exc:  # noqa: BLE001 - a hostile header breaks Pillow's readers in many ways
         raise UnreadableImage(f"not a decodable image ({type(exc).__name__}, {len(data)} bytes)") from None
-    if header.width * header.height > images.MAX_PIXELS:
+    if header.width * header.height > image_header.MAX_PIXELS:
         raise UnreadableImage(f"decompression bomb ({header.width}x{header.height} pixels)")
-    reason = images.memory_reason(header, images.MAX_DECODE_BYTES)
+    reason = image_header.memory_reason(header, image_header.MAX_DECODE_BYTES)
     if reason:
         raise UnreadableImage(reason)
 

@@ -27,7 +27,6 @@ Dataflow:
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import logging
@@ -37,10 +36,12 @@ from typing import Sequence
 
 import apache_beam as beam
 import fsspec
-from apache_beam.options.pipeline_options import PipelineOptions
 
+from core import shards
+from core import config as config_flags
+from core.beam import run_job
+from core.config import group, opt, option
 from dedup import features, samples, store
-from core.beam import TolerantParser, run_job
 
 log = logging.getLogger(__name__)
 LABEL_COLUMNS = ("label", "class_name", "class", "label_name")
@@ -55,32 +56,38 @@ class SetSpec:
 
 @dataclass
 class IndexConfig:
-    name: str
-    sets: list[SetSpec]
-    out: str
-    features: features.FeatureConfig = field(default_factory=features.FeatureConfig)
+    """The flags name the sets three ways (``--name``/``--images``, ``--set``, ``--sets``);
+    ``sets`` and the index's ``name`` are settled from them in ``__post_init__``."""
+
+    out: str = option(gcs=True, label="Index folder", help="index folder (local or gs://)")
+    name: str | None = option(None, help="the index's name; with --images, its one set's name in reports")
+    images: list[str] = option(default_factory=list, metavar="DIR_OR_GLOB", gcs=True,
+                               help="image folder, glob or webdataset .tar shards of the --name set; repeatable")
+    labels: str | None = option(None, metavar="TSV", help="labels: file column first, then a label")
+    set_specs: list[str] = option(default_factory=list, flag="--set", metavar="NAME=SRC[,SRC...]",
+                                  help="one more evaluation set in this index; repeatable")
+    set_labels: list[str] = option(default_factory=list, metavar="NAME=TSV", help="labels of a --set; repeatable")
+    sets_file: str | None = option(None, flag="--sets", metavar="FILE",
+                                   help="YAML or JSON list of {name, images: [DIR_OR_GLOB, ...], labels: TSV}")
+    features: features.FeatureConfig = group(
+        features.FeatureConfig,
+        eval_keypoints=opt("ORB keypoints kept per evaluation image (~38 bytes each in the index)"))
+    sets: list[SetSpec] = field(default_factory=list)  # given directly, or settled from the flags
+
+    def __post_init__(self) -> None:
+        if self.features.eval_keypoints < 50:
+            raise ValueError("--eval-keypoints below 50 leaves too little to verify a match")
+        self.sets = list(self.sets) + settle_sets(self)
+        if not self.sets:
+            raise ValueError("no evaluation set: give --name and --images, --set NAME=SRC, or --sets FILE")
+        names = [spec.name for spec in self.sets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two sets share a name: {names}")
+        self.name = self.name or (names[0] if len(names) == 1 else "eval-suite")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--name", default=None, help="the index's name; with --images, its one set's name in reports")
-    parser.add_argument("--images", action="append", default=None, metavar="DIR_OR_GLOB",
-                        help="image folder, glob or webdataset .tar shards of the --name set; repeatable")
-    parser.add_argument("--labels", default=None, metavar="TSV", help="labels: file column first, then a label")
-    parser.add_argument("--set", dest="set_specs", action="append", default=None, metavar="NAME=SRC[,SRC...]",
-                        help="one more evaluation set in this index; repeatable")
-    parser.add_argument("--set-labels", action="append", default=None, metavar="NAME=TSV",
-                        help="labels of a --set; repeatable")
-    parser.add_argument("--sets", default=None, metavar="FILE",
-                        help="YAML or JSON list of {name, images: [DIR_OR_GLOB, ...], labels: TSV}")
-    parser.add_argument("--out", default=None, help="index folder (local or gs://)")
-    parser.add_argument("--eval-keypoints", type=int, default=features.FeatureConfig.eval_keypoints,
-                        help="ORB keypoints kept per evaluation image (~38 bytes each in the index)")
-
-
-class DedupIndexOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        add_arguments(TolerantParser(parser))
+    config_flags.add_arguments(parser, IndexConfig)
 
 
 def _pairs(values: list[str] | None, flag: str) -> list[tuple[str, str]]:
@@ -111,29 +118,23 @@ def read_sets_file(path: str) -> list[SetSpec]:
     return specs
 
 
-def config_from_args(args: argparse.Namespace) -> IndexConfig:
-    if args.eval_keypoints < 50:
-        raise ValueError("--eval-keypoints below 50 leaves too little to verify a match")
+def settle_sets(config: IndexConfig) -> list[SetSpec]:
+    """The sets named by the flags: ``--name``/``--images``, then ``--set``s, then ``--sets``."""
     sets = []
-    if args.images:
-        if not args.name:
+    if config.images:
+        if not config.name:
             raise ValueError("--images needs --name (the set's name)")
-        sets.append(SetSpec(args.name, tuple(args.images), args.labels))
-    elif args.labels:
+        sets.append(SetSpec(config.name, tuple(config.images), config.labels))
+    elif config.labels:
         raise ValueError("--labels goes with --images; give a --set's labels with --set-labels NAME=TSV")
-    labels = dict(_pairs(args.set_labels, "--set-labels"))
-    for name, sources in _pairs(args.set_specs, "--set"):
+    labels = dict(_pairs(config.set_labels, "--set-labels"))
+    for name, sources in _pairs(config.set_specs, "--set"):
         sets.append(SetSpec(name, tuple(part for part in sources.split(",") if part), labels.pop(name, None)))
     if labels:
         raise ValueError(f"--set-labels for sets not given with --set: {sorted(labels)}")
-    if args.sets:
-        sets += read_sets_file(args.sets)
-    if not sets:
-        raise ValueError("no evaluation set: give --name and --images, --set NAME=SRC, or --sets FILE")
-    names = [spec.name for spec in sets]
-    if len(set(names)) != len(names):
-        raise ValueError(f"two sets share a name: {names}")
-    return IndexConfig(name=args.name or (names[0] if len(names) == 1 else "eval-suite"), sets=sets, out=args.out, features=features.FeatureConfig(eval_keypoints=args.eval_keypoints))
+    if config.sets_file:
+        sets += read_sets_file(config.sets_file)
+    return sets
 
 
 def read_labels(path: str) -> dict[str, str]:
@@ -195,7 +196,7 @@ class DescribeFn(beam.DoFn):
 
     def process(self, element: tuple[str, str, str]):
         eval_set, eval_id, source = element
-        if not source.lower().endswith(samples.SHARD_SUFFIX):
+        if not source.lower().endswith(shards.SHARD_SUFFIX):
             try:
                 with fsspec.open(source, "rb") as handle:
                     data = handle.read()
@@ -204,12 +205,12 @@ class DescribeFn(beam.DoFn):
                 log.warning("cannot read %s: %s", source, exc)
             yield describe(eval_id, data, source, self.label(eval_set, eval_id), self.config.features, eval_set)
             return
-        for sample in samples.read_tar(source):
-            if isinstance(sample, samples.TarSkipped):  # a link, a directory or an unsafe name: not an image
+        for sample in shards.read_tar(source):
+            if isinstance(sample, shards.TarSkipped):  # a link, a directory or an unsafe name: not an image
                 beam.metrics.Metrics.counter("dedup_index", "skipped_tar_members").inc()
                 log.warning("%s: tar member %r skipped: %s", source, sample.name, sample.reason)
                 continue
-            if isinstance(sample, samples.TarDamaged):
+            if isinstance(sample, shards.TarDamaged):
                 yield {"eval_set": eval_set, "eval_id": f"{eval_id}#damaged", "source": source, "label": None,
                        "width": None, "height": None, "status": "unreadable",
                        "error": f"damaged tar: {sample.error}", "thumbnail": None}
@@ -234,6 +235,22 @@ def write_index(records: list[dict], config: IndexConfig) -> dict:
     return summary
 
 
+class DescribeImages(beam.PTransform):
+    """Evaluation images spread over the workers and described (hashes, ORB, thumbnail).
+
+    PCollection[(set, eval_id, source)] -> PCollection[index record dict] (a ``.tar`` source
+    gives one record per sample)"""
+
+    def __init__(self, config: IndexConfig, labels: dict[str, dict[str, str]]) -> None:
+        super().__init__()
+        self.config, self.labels = config, labels
+
+    def expand(self, images):
+        return (images
+                | "Spread" >> beam.Reshuffle()
+                | "Describe" >> beam.ParDo(DescribeFn(self.config, self.labels)))
+
+
 def build_pipeline(pipeline, config: IndexConfig) -> None:
     listed = []
     for spec in config.sets:
@@ -244,16 +261,13 @@ def build_pipeline(pipeline, config: IndexConfig) -> None:
     labels = {spec.name: read_labels(spec.labels) for spec in config.sets if spec.labels}
     (pipeline
      | "Images" >> beam.Create(listed)
-     | "Spread" >> beam.Reshuffle()
-     | "Describe" >> beam.ParDo(DescribeFn(config, labels))
+     | "DescribeImages" >> DescribeImages(config, labels)
      | "Collect" >> beam.combiners.ToList()
      | "Write" >> beam.Map(write_index, config))
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    config = run_job(argv, prog="wit dedup index", doc=__doc__, add_arguments=add_arguments,
-                     required=["out"], config_from_args=config_from_args,
-                     build_pipeline=build_pipeline)
+    config = run_job(argv, prog="wit dedup index", doc=__doc__, config=IndexConfig, build_pipeline=build_pipeline)
     log.info("index written to %s", config.out)
     return 0
 

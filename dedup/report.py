@@ -12,13 +12,15 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.storage import write_text_atomic
+
 if TYPE_CHECKING:
-    from dedup.audit import AuditConfig
     from dedup.store import EvalIndex
 
 OVERLAP_SCHEMA = pa.schema([
@@ -44,7 +46,9 @@ def overlaps_table(results: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def summarize(results: list[dict], indexes: list["EvalIndex"], config: "AuditConfig", accuracy: dict) -> dict:
+def summarize(results: list[dict], indexes: list["EvalIndex"], detector: dict, write_clean: str | None,
+              accuracy: dict) -> dict:
+    """report.json; ``detector``: the detector's settings, reported beside the indexes' summaries."""
     samples = sum(r["samples"] for r in results)
     duplicates = sum(r["duplicates"] for r in results)
     unreadable = [{"shard": r["shard"], **u} for r in results for u in r["unreadable"]]
@@ -68,22 +72,21 @@ def summarize(results: list[dict], indexes: list["EvalIndex"], config: "AuditCon
                  "unreadable": len(unreadable), "damaged_shards": len(damaged), "dropped_members": len(dropped)},
         "eval_sets": eval_sets,
         "unreadable_samples": unreadable, "damaged_shards": damaged, "dropped_members": dropped,
-        "detector": {"min_inliers": config.detect.min_inliers, "hash_threshold": config.detect.hash_threshold,
-                     "spread": config.detect.spread, "indexes": [index.summary() for index in indexes]},
-        "write_clean": config.write_clean,
+        "detector": {**detector, "indexes": [index.summary() for index in indexes]},
+        "write_clean": write_clean,
     }
 
 
 # -- zero-shot on All / Clean / Overlap ----------------------------------------------------------
-def _read_source(source: str) -> bytes:
+def read_source(source: str) -> bytes:
     import fsspec
 
-    from dedup import samples
+    from core import shards
 
     if "#" in source:
         path, member = source.rsplit("#", 1)
-        for sample in samples.read_tar(path):
-            if isinstance(sample, samples.TarSample):
+        for sample in shards.read_tar(path):
+            if isinstance(sample, shards.TarSample):
                 for name, data in sample.members:
                     if name == member:
                         return data
@@ -92,34 +95,44 @@ def _read_source(source: str) -> bytes:
         return handle.read()
 
 
-def zero_shot(indexes: list["EvalIndex"], results: list[dict], config: "AuditConfig") -> dict:
-    """Top-1 accuracy of the checkpoint per labelled evaluation set, on All, Clean and Overlap."""
-    import torch
-    from PIL import Image
+# -- a model's zero-shot accuracy on All / Clean / Overlap ----------------------------------------
+#: The file a model's per-image results on the indexed evaluation sets come in. The trainer's
+#: evaluation writes it (``wit eval audit-items``, or ``wit dedup audit --checkpoint``, which runs
+#: that first); the audit reads it (``--zero-shot-items``) and splits the accuracy by what it found.
+ZERO_SHOT_ITEMS_FORMAT = "wit-audit-zero-shot/1"
 
-    from trainer import zeroshot
-    from trainer.checkpoint import load_model
 
-    model, tokenizer = load_model(config.checkpoint)
-    model.eval()
-    templates = (zeroshot.load_task_list(config.templates, config.task, "templates") if config.templates
-                 else zeroshot.DEFAULT_TEMPLATES)
-    transform = zeroshot.eval_transform(model.config.vision.image_size)
+def write_zero_shot_items(path: str, model: str, sets: dict[str, dict]) -> None:
+    """``sets``: {eval set: {"classes": n, "mean_per_class": percent, "correct": {eval_id: bool}}}."""
+    for name, entry in sets.items():
+        if set(entry) != {"classes", "mean_per_class", "correct"}:
+            raise ValueError(f"zero-shot items of {name!r}: need classes, mean_per_class, correct; got {sorted(entry)}")
+    write_text_atomic(path, json.dumps({"format": ZERO_SHOT_ITEMS_FORMAT, "model": model, "sets": sets}) + "\n")
+
+
+def read_zero_shot_items(path: str) -> dict:
+    import fsspec
+
+    with fsspec.open(path, "rt", encoding="utf-8") as handle:
+        try:
+            data = json.load(handle)
+        except ValueError as exc:
+            raise ValueError(f"{path}: not JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != ZERO_SHOT_ITEMS_FORMAT:
+        raise ValueError(f"{path}: not a {ZERO_SHOT_ITEMS_FORMAT} file (made by `wit eval audit-items`)")
+    return data
+
+
+def zero_shot(items: dict, results: list[dict]) -> dict:
+    """{eval set: :func:`accuracy_split`} from a model's per-image results (``items``, as
+    :func:`read_zero_shot_items` returns) and the shards' hits."""
     out = {}
-    for index in indexes:
-        items = [item for item in index.items if item["status"] == "ok" and item.get("label") is not None]
-        if not items:
-            continue
-        classnames = (zeroshot.load_task_list(config.classnames, config.task, "class names") if config.classnames
-                      else sorted({item["label"] for item in items}))
-        position = {name: i for i, name in enumerate(classnames)}
-        items = [item for item in items if item["label"] in position]
-        tensors = [transform(Image.open(io.BytesIO(_read_source(item["source"])))) for item in items]
-        classifier = zeroshot.build_classifier(model, tokenizer, classnames, templates)
-        logits = zeroshot.image_features(model, torch.stack(tensors)) @ classifier
-        correct = (logits.argmax(dim=1) == torch.tensor([position[item["label"]] for item in items])).tolist()
-        hit = set().union(*(r["hits"].get(index.name, set()) for r in results))
-        out[index.name] = accuracy_split(correct, [item["eval_id"] in hit for item in items], len(classnames))
+    for name, entry in items["sets"].items():
+        hit = set().union(*(r["hits"].get(name, set()) for r in results))
+        ids = sorted(entry["correct"])
+        out[name] = accuracy_split([bool(entry["correct"][i]) for i in ids], [i in hit for i in ids], entry["classes"])
+        out[name]["mean_per_class"] = entry["mean_per_class"]
+        out[name]["model"] = items.get("model")
     return out
 
 
@@ -163,17 +176,25 @@ def _img(data: bytes | None) -> str:
     return f"<img src='data:image/jpeg;base64,{base64.b64encode(data).decode()}' loading='eager'>"
 
 
-_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
-td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}th{background:#f3f3f3;cursor:pointer}
-img{max-width:128px;max-height:128px}.dup{background:#fde8e8}.near{background:#fff8e1}.missing{color:#999}
-td.text{max-width:360px;word-break:break-all}"""
+_STYLE = "img{max-width:128px;max-height:128px}"  # the rest is core.html's shared stylesheet
 
 _SCRIPT = """document.querySelectorAll('table.sortable th').forEach((th,i)=>th.addEventListener('click',()=>{
 const t=th.closest('table'),b=t.tBodies[0],r=[...b.rows],d=th.dataset.dir==='asc'?-1:1;th.dataset.dir=d>0?'asc':'desc';
 r.sort((x,y)=>{const a=x.cells[i].dataset.v??x.cells[i].innerText,c=y.cells[i].dataset.v??y.cells[i].innerText;
-const n=parseFloat(a)-parseFloat(c);return d*(isNaN(n)?a.localeCompare(c):n)});r.forEach(x=>b.appendChild(x))}));
-window.addEventListener('load',()=>{const i=[...document.images];document.body.dataset.images=i.length;
-document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length});"""
+const n=parseFloat(a)-parseFloat(c);return d*(isNaN(n)?a.localeCompare(c):n)});r.forEach(x=>b.appendChild(x))}));"""
+
+
+def key_figures(summary: dict) -> list[tuple[str, str]]:
+    """The figures a person looks for first, with units: the pool, then each evaluation set."""
+    pool = summary["pool"]
+    items = [("pool samples audited", f"{pool['samples']:,}"), ("duplicates dropped", f"{pool['duplicates']:,}"),
+             ("clean samples", f"{pool['clean']:,}" if "clean" in pool else f"{pool['samples'] - pool['duplicates']:,}")]
+    for name, entry in summary["eval_sets"].items():
+        items.append((f"{name} contaminated", f"{entry['contamination_pct']:.2f} % of {entry['all']:,}"))
+        zs = entry.get("zero_shot")
+        if zs and zs.get("top1_all") is not None:
+            items.append((f"{name} zero-shot top-1", f"{zs['top1_all']:.1f} %"))
+    return items
 
 
 def render_html(summary: dict, results: list[dict], indexes: list["EvalIndex"]) -> str:
@@ -188,8 +209,9 @@ def render_html(summary: dict, results: list[dict], indexes: list["EvalIndex"]) 
         accuracy = accuracy_cell(zs)
         body.append(f"<tr><td>{esc(name)}</td><td>{entry['all']}</td><td>{entry['overlap']}</td><td>{entry['clean']}"
                     f"</td><td>{entry['contamination_pct']}</td><td>{entry['pool_duplicates']}</td><td>{accuracy}</td></tr>")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>wit dedup audit</title><style>{_STYLE}</style>"
-             f"</head><body><h1>Evaluation-set overlap audit</h1><p>{pool['samples']:,} pool samples in "
+    from core import html as page
+
+    parts = [page.figures(key_figures(summary)), f"<p>{pool['samples']:,} pool samples in "
              f"{pool['shards']} shards: {pool['duplicates']:,} near-duplicates of evaluation images, "
              f"{pool['unreadable']} unreadable samples, {pool['damaged_shards']} damaged shards, "
              f"{pool['dropped_members']} tar members dropped (links, directories, unsafe names).</p>"
@@ -216,5 +238,5 @@ def render_html(summary: dict, results: list[dict], indexes: list["EvalIndex"]) 
     if problems:
         items = "".join(f"<li>{esc(str(problem))}</li>" for problem in problems)
         parts.append(f"<h2>Unreadable inputs ({len(problems)})</h2><ul>{items}</ul>")
-    parts.append(f"<script>{_SCRIPT}</script></body></html>")
-    return "".join(parts)
+    parts.append(page.raw_json(summary, "raw JSON (report.json)"))
+    return page.page("Evaluation-set overlap audit", parts, script=_SCRIPT, style=_STYLE)

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from dedup import hashindex, vocab
 from dedup.features import FeatureConfig
-from core.storage import join, write_bytes_atomic, write_text_atomic
+from core.storage import join, write_bytes_atomic, write_parquet_atomic, write_text_atomic
 
 FORMAT = "wit-dedup-index/2"
 ALGORITHM = "imagededup-phash-views+orb-vocabulary-tree+affine-ransac"
@@ -211,10 +211,8 @@ def _npy(array: np.ndarray) -> bytes:
 def save(index: EvalIndex, out: str) -> dict:
     for name in ARRAYS:
         write_bytes_atomic(join(out, f"{name}.npy"), _npy(index.arrays[name]))
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(index.items, schema=ITEM_SCHEMA), buffer, compression="zstd",
-                   row_group_size=8192)
-    write_bytes_atomic(join(out, "items.parquet"), buffer.getvalue())
+    write_parquet_atomic(join(out, "items.parquet"), pa.Table.from_pylist(index.items, schema=ITEM_SCHEMA),
+                         row_group_size=8192)
     summary = index.summary()
     write_text_atomic(join(out, "index.json"), json.dumps(summary, indent=2) + "\n")  # last: the index is whole
     return summary

@@ -27,7 +27,6 @@ Dataflow:
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import json
 import logging
@@ -38,19 +37,22 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import apache_beam as beam
 import fsspec
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import crawl_report, exact_duplicates, images, shards
 from pipeline.fetch import FetchConfig, Fetcher, tls_context
 from pipeline.urls import allowed_networks, ascii_host
-from query_list.sources import expand
-from core.beam import TolerantParser, freeze_long_lived, run_job, worker_processes_per_machine
-from core.storage import join, write_text_atomic
+from core import config as config_flags
+from core.beam import freeze_long_lived, run_job, worker_processes_per_machine
+from core.config import group, opt, option
+from core.reports import CrawlFigures
+from core.shards import shard_names
+from core import sizes as shard_sizes
+from core.storage import expand_globs, join, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +65,56 @@ class CrawlFailed(RuntimeError):
 
 @dataclass
 class CrawlConfig:
-    urls: list[str]
-    out: str
-    url_col: str = "url"
-    caption_col: str = "caption"
-    shard_size: int = 1000
-    threads: int = 256  # downloads in flight per worker: the best of 128/256/512 on the WAN benchmark
-    image_threads: int = 0  # of those, how many decode/resize at once; 0 = its share of the cores
+    urls: list[str] = option(metavar="GLOB", gcs=True, label="Url lists", help="url list files; repeatable")
+    out: str = option(gcs=True, label="Output folder", help="output folder (local or gs://)")
+    url_col: str = option("url", help="url column of the url lists")
+    caption_col: str = option("caption", help="caption column of the url lists")
+    shard_size: int = option(1000, help="input rows per shard")
+    # downloads in flight per worker: the best of 128/256/512 on the WAN benchmark
+    threads: int = option(256, flag="--threads-per-worker",
+                          help="downloads in flight per worker process (most of them wait on the network)")
+    # of those, how many decode/resize at once; 0 = its share of the cores
+    image_threads: int = option(0, help="of those threads, how many decode and resize at once (0: the worker "
+                                        "process's share of the machine's cores)")
     worker_processes: int = 1  # worker processes per machine (set from the runner options; 0 = one per core)
-    fetch: FetchConfig = field(default_factory=FetchConfig)
-    image: images.ImageConfig = field(default_factory=images.ImageConfig)
-    min_success_ratio: float = 0.0
-    eval_indexes: list[str] = field(default_factory=list)
-    min_inliers: int = 15
+    fetch: FetchConfig = group(
+        FetchConfig,
+        per_host=opt("connections to one host at once, per worker process", flag="--per-host-connections"),
+        per_host_qps=opt("requests a second to one host at most, per worker process (0: no limit); "
+                         "robots.txt Crawl-delay and Retry-After pauses are honoured either way"),
+        timeout=opt("total seconds per image"),
+        max_bytes=opt("largest image body downloaded, in bytes"),
+        retries=opt("retries of a failed download"),
+        robots=opt("do not fetch robots.txt (X-Robots-Tag is still honoured)", flag="--no-robots"),
+        allow_private=opt("allow every non-public address (tests and local runs only)",
+                          flag="--allow-private-addresses", template=False),
+        allow_networks=opt("a non-public network to allow all the same, e.g. 127.0.0.0/8 (tests); repeatable",
+                           flag="--allow-network", metavar="CIDR", template=False,
+                           parse=lambda values: tuple(allowed_networks_text(values))),
+        ca_pem=opt("PEM certificates to trust for https (local or gs://; read once, sent to the workers); "
+                   "default: $SSL_CERT_FILE, $REQUESTS_CA_BUNDLE, else certifi's bundle",
+                   flag="--ca-bundle", metavar="FILE", shown=lambda pem: None,
+                   parse=lambda path: read_ca_bundle(path)),
+        hosts=opt("use ADDRESS for HOST instead of DNS (as curl --resolve); repeatable", flag="--resolve",
+                  metavar="HOST=ADDRESS", template=False, repeat=True, parse=lambda values: resolve_pairs(values)))
+    image: images.ImageConfig = group(
+        images.ImageConfig,
+        image_size=opt("longer or shorter side in pixels, by resize mode"),
+        resize_mode=opt("how images are resized", choices=images.MODES),
+        encode_format=opt("format of the stored images", choices=("jpg", "png", "webp")),
+        encode_quality=opt("jpg/webp quality of the stored images"),
+        min_image_size=opt("smaller images are filtered"),
+        max_aspect_ratio=opt("images more elongated than this are filtered"),
+        max_decode_bytes=opt("refuse (filtered) an image whose decode would hold more memory than this at its "
+                             "peak, read from its header before decoding", flag="--max-decode-mb",
+                             shown=lambda size: size // 1_000_000, parse=lambda megabytes: megabytes * 1_000_000))
+    min_success_ratio: float = option(0.0, help="fail when successes / downloaded images fall below this")
+    eval_indexes: list[str] = option(default_factory=list, flag="--eval-index", metavar="DIR", gcs=True,
+                                     label="Evaluation index",
+                                     help="drop near-duplicates of this evaluation index (`wit dedup index`); "
+                                          "repeatable")
+    min_inliers: int = option(15, flag="--eval-min-inliers",
+                              help="verified keypoint matches that make an evaluation duplicate")
 
     def __post_init__(self) -> None:
         if not 1 <= self.shard_size <= MAX_SHARD_SIZE:
@@ -93,73 +132,7 @@ class ShardTask:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--urls", action="append", default=None, metavar="GLOB", help="url list files; repeatable")
-    parser.add_argument("--out", default=None, help="output folder (local or gs://)")
-    parser.add_argument("--url-col", default="url")
-    parser.add_argument("--caption-col", default="caption")
-    parser.add_argument("--shard-size", type=int, default=1000, help="input rows per shard")
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--resize-mode", default="keep_ratio", choices=images.MODES)
-    parser.add_argument("--encode-format", default="jpg", choices=("jpg", "png", "webp"))
-    parser.add_argument("--encode-quality", type=int, default=95)
-    parser.add_argument("--min-image-size", type=int, default=0)
-    parser.add_argument("--max-aspect-ratio", type=float, default=float("inf"))
-    parser.add_argument("--threads-per-worker", type=int, default=CrawlConfig.threads,
-                        help="downloads in flight per worker process (most of them wait on the network)")
-    parser.add_argument("--image-threads", type=int, default=0,
-                        help="of those threads, how many decode and resize at once (0: the worker process's "
-                             "share of the machine's cores)")
-    parser.add_argument("--per-host-connections", type=int, default=FetchConfig.per_host,
-                        help="connections to one host at once, per worker process")
-    parser.add_argument("--per-host-qps", type=float, default=FetchConfig.per_host_qps,
-                        help="requests a second to one host at most, per worker process (0: no limit); "
-                             "robots.txt Crawl-delay and Retry-After pauses are honoured either way")
-    parser.add_argument("--timeout", type=float, default=10.0, help="total seconds per image")
-    parser.add_argument("--max-bytes", type=int, default=20_000_000)
-    parser.add_argument("--max-decode-mb", type=int, default=images.MAX_DECODE_BYTES // 1_000_000,
-                        help="refuse (filtered) an image whose decode would hold more memory than this at its "
-                             "peak, read from its header before decoding")
-    parser.add_argument("--retries", type=int, default=2)
-    parser.add_argument("--no-robots", dest="robots", action="store_false", default=True,
-                        help="do not fetch robots.txt (X-Robots-Tag is still honoured)")
-    parser.add_argument("--allow-private-addresses", action="store_true",
-                        help="allow every non-public address (tests and local runs only)")
-    parser.add_argument("--allow-network", dest="allow_networks", action="append", default=None, metavar="CIDR",
-                        help="a non-public network to allow all the same, e.g. 127.0.0.0/8 (tests); repeatable")
-    parser.add_argument("--ca-bundle", default=None, metavar="FILE",
-                        help="PEM certificates to trust for https (local or gs://; read once, sent to the "
-                             "workers); default: $SSL_CERT_FILE, $REQUESTS_CA_BUNDLE, else certifi's bundle")
-    parser.add_argument("--resolve", action="append", default=None, metavar="HOST=ADDRESS",
-                        help="use ADDRESS for HOST instead of DNS (as curl --resolve); repeatable")
-    parser.add_argument("--min-success-ratio", type=float, default=0.0,
-                        help="fail when successes / downloaded images fall below this")
-    parser.add_argument("--eval-index", dest="eval_indexes", action="append", default=None, metavar="DIR",
-                        help="drop near-duplicates of this evaluation index (`wit dedup index`); repeatable")
-    parser.add_argument("--eval-min-inliers", type=int, default=15,
-                        help="verified keypoint matches that make an evaluation duplicate")
-
-
-class CrawlOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        add_arguments(TolerantParser(parser))
-
-
-def config_from_args(args: argparse.Namespace) -> CrawlConfig:
-    return CrawlConfig(
-        urls=args.urls or [], out=args.out, url_col=args.url_col, caption_col=args.caption_col,
-        shard_size=args.shard_size, threads=args.threads_per_worker, image_threads=args.image_threads,
-        fetch=FetchConfig(timeout=args.timeout, max_bytes=args.max_bytes, retries=args.retries,
-                          per_host=args.per_host_connections, per_host_qps=args.per_host_qps, robots=args.robots,
-                          allow_private=args.allow_private_addresses,
-                          allow_networks=tuple(allowed_networks_text(args.allow_networks or [])),
-                          ca_pem=read_ca_bundle(args.ca_bundle), hosts=resolve_pairs(args.resolve or [])),
-        image=images.ImageConfig(image_size=args.image_size, resize_mode=args.resize_mode,
-                                 encode_format=args.encode_format, encode_quality=args.encode_quality,
-                                 min_image_size=args.min_image_size, max_aspect_ratio=args.max_aspect_ratio,
-                                 max_decode_bytes=args.max_decode_mb * 1_000_000),
-        min_success_ratio=args.min_success_ratio, eval_indexes=args.eval_indexes or [],
-        min_inliers=args.eval_min_inliers)
+    config_flags.add_arguments(parser, CrawlConfig)
 
 
 def allowed_networks_text(values: list[str]) -> list[str]:
@@ -396,7 +369,7 @@ class CrawlShardFn(beam.DoFn):
         self.open = []
 
     def process(self, task: ShardTask, indexes=None):
-        names = shards.shard_names(self.config.out, task.shard)
+        names = shard_names(self.config.out, task.shard)
         fs, stats_path = fsspec.core.url_to_fs(names["stats"])
         if fs.exists(stats_path):  # finished by an earlier run: resume past it
             with fs.open(stats_path, "rt") as handle:
@@ -442,21 +415,85 @@ class CrawlShardFn(beam.DoFn):
 def finish(all_stats: list[dict], top_hosts: list, config: CrawlConfig, started: float) -> dict:
     report = crawl_report.summarize(all_stats, top_hosts, config, time.time() - started)
     sizes = {f"{s['shard']:05d}.tar": s["successes"] for s in sorted(all_stats, key=lambda s: s["shard"])}
-    write_text_atomic(join(config.out, "sizes.json"), json.dumps({**sizes, "__total__": sum(sizes.values())},
-                                                                   indent=2) + "\n")
-    write_text_atomic(join(config.out, "crawl_report.json"), json.dumps(report, indent=2) + "\n")
+    shard_sizes.write_sizes(config.out, sizes)
+    CrawlFigures.check(report, join(config.out, CrawlFigures.FILE))  # the headline figures keep their names
+    write_text_atomic(join(config.out, CrawlFigures.FILE), json.dumps(report, indent=2) + "\n")
     write_text_atomic(join(config.out, "crawl_report.html"), crawl_report.html_page(report))
     if report["downloaded"] and report["success_ratio"] < config.min_success_ratio:
         raise CrawlFailed(f"success ratio {report['success_ratio']:.3f} < --min-success-ratio "
                           f"{config.min_success_ratio}: statuses {report['status']}, top reasons "
                           f"{list(report['top_reasons'].items())[:5]}")
-    write_text_atomic(join(config.out, "_SUCCESS"), "")  # last: the crawl is complete
+    shard_sizes.write_success(config.out)  # last: the crawl is complete
     return report
+
+
+# -- the job's composite transforms ----------------------------------------------------------------
+class CrawlShards(beam.PTransform):
+    """Shards spread over the workers, crawled and written; the hash of every image kept.
+
+    PCollection[ShardTask] -> {stats: PCollection[shard stats dict], hashes:
+    PCollection[(sha256, key)]}"""
+
+    def __init__(self, config: CrawlConfig, side: Sequence = ()) -> None:
+        super().__init__()
+        self.config, self.side = config, list(side)
+
+    def expand(self, tasks):
+        crawled = (tasks
+                   | "SpreadShards" >> beam.Reshuffle()
+                   | "CrawlShard" >> beam.ParDo(CrawlShardFn(self.config), *self.side).with_outputs("hashes",
+                                                                                                   main="stats"))
+        return {"stats": crawled.stats, "hashes": crawled.hashes}
+
+
+def keyed_by_shard(stats: dict) -> tuple[int, dict]:
+    return stats["shard"], stats
+
+
+class SettleRepeats(beam.PTransform):
+    """Exact duplicates across shards: an image's bytes stay with its smallest key; the other
+    samples are marked ``duplicate`` in their status table and removed from their tar.
+
+    {stats: PCollection[shard stats], hashes: PCollection[(sha256, key)]} ->
+    PCollection[final shard stats]"""
+
+    def __init__(self, out: str) -> None:
+        super().__init__()
+        self.out = out
+
+    def expand(self, crawled):
+        repeats = (crawled["hashes"]
+                   | "GroupByHash" >> beam.GroupByKey()
+                   | "RepeatsAcrossShards" >> beam.FlatMap(exact_duplicates.repeats_of))
+        stats = crawled["stats"] | "StatsByShard" >> beam.Map(keyed_by_shard)
+        return ({"stats": stats, "repeats": repeats}
+                | "JoinByShard" >> beam.CoGroupByKey()
+                | "DropRepeats" >> beam.Map(exact_duplicates.settle_shard, self.out))
+
+
+def hosts_of_shard(stats: dict, out: str):
+    return crawl_report.host_tally(out, stats["shard"]).items()
+
+
+class TopHosts(beam.PTransform):
+    """The hosts with the most urls over all shards, read from the status tables.
+
+    PCollection[final shard stats] -> PCollection[list[(host, counts)]] (one element)"""
+
+    def __init__(self, out: str) -> None:
+        super().__init__()
+        self.out = out
+
+    def expand(self, settled):
+        return (settled
+                | "HostsOfShard" >> beam.FlatMap(hosts_of_shard, self.out)
+                | "CountHosts" >> beam.CombinePerKey(crawl_report.add_counts)
+                | "TopHosts" >> beam.combiners.Top.Of(crawl_report.TOP_HOSTS, key=crawl_report.host_order))
 
 
 def build_pipeline(pipeline, config: CrawlConfig) -> None:
     config = replace(config, worker_processes=worker_processes_per_machine(pipeline.options))
-    tasks = plan_shards(expand(config.urls), config.shard_size)
+    tasks = plan_shards(expand_globs(config.urls), config.shard_size)
     for path in sorted({task.path for task in tasks}):  # a missing column fails here, before any download
         shard_rows(ShardTask(-1, path, 0, 1), config)
     started = time.time()
@@ -467,30 +504,16 @@ def build_pipeline(pipeline, config: CrawlConfig) -> None:
         load_indexes(config.eval_indexes)  # a bad index fails here, before any download
         side = [beam.pvalue.AsSingleton(pipeline | "EvalIndexPaths" >> beam.Create([config.eval_indexes])
                                         | "LoadEvalIndexes" >> beam.Map(load_indexes))]
-    crawled = (pipeline
-               | "Shards" >> beam.Create(tasks)
-               | "SpreadShards" >> beam.Reshuffle()
-               | "CrawlShard" >> beam.ParDo(CrawlShardFn(config), *side).with_outputs("hashes", main="stats"))
-    repeats = (crawled.hashes
-               | "GroupByHash" >> beam.GroupByKey()
-               | "RepeatsAcrossShards" >> beam.FlatMap(exact_duplicates.repeats_of))
-    stats = crawled.stats | "StatsByShard" >> beam.Map(lambda s: (s["shard"], s))
-    settled = ({"stats": stats, "repeats": repeats}
-               | "JoinByShard" >> beam.CoGroupByKey()
-               | "DropRepeats" >> beam.Map(exact_duplicates.settle_shard, config.out))
-    top_hosts = (settled
-                 | "HostsOfShard" >> beam.FlatMap(lambda s, out: crawl_report.host_tally(out, s["shard"]).items(),
-                                                  config.out)
-                 | "CountHosts" >> beam.CombinePerKey(crawl_report.add_counts)
-                 | "TopHosts" >> beam.combiners.Top.Of(crawl_report.TOP_HOSTS, key=crawl_report.host_order))
+    crawled = pipeline | "Shards" >> beam.Create(tasks) | "CrawlShards" >> CrawlShards(config, side)
+    settled = crawled | "SettleRepeats" >> SettleRepeats(config.out)
+    top_hosts = settled | "TopHosts" >> TopHosts(config.out)
     (settled
      | "CollectStats" >> beam.combiners.ToList()
      | "Finish" >> beam.Map(finish, beam.pvalue.AsSingleton(top_hosts), config, started))
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    config = run_job(argv, prog="wit crawl", doc=__doc__, add_arguments=add_arguments, required=['urls', 'out'],
-                     config_from_args=config_from_args, build_pipeline=build_pipeline)
+    config = run_job(argv, prog="wit crawl", doc=__doc__, config=CrawlConfig, build_pipeline=build_pipeline)
     log.info("crawl written to %s", config.out)
     return 0
 

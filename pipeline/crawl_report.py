@@ -1,5 +1,6 @@
-"""The crawl report: ``crawl_report.json`` and a short HTML page (statuses, top error reasons,
-top hosts, throughput), from the shards' final stats and their status parquets."""
+"""The crawl report: ``crawl_report.json`` and a short HTML page (key figures, statuses, top
+error reasons, top hosts, throughput; styled by :mod:`core.html`), from the shards' final stats
+and their status parquets."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from urllib.parse import urlsplit
 
-from pipeline import shards
+from core import shards
 
 TOP_HOSTS = 20
 
@@ -95,37 +96,34 @@ def summarize(all_stats: list[dict], top_hosts: list, config, wall_seconds: floa
     }
 
 
-def _table(header: tuple[str, ...], rows: Iterable[tuple]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
+def key_figures(report: dict) -> list[tuple[str, str]]:
+    """The figures a person looks for first, with units."""
+    rate = report.get("urls_per_second")
+    return [("urls", f"{report['urls']:,}"), ("images stored", f"{report['status'].get('success', 0):,}"),
+            ("success of downloaded", f"{100 * report['success_ratio']:.1f} %"),
+            ("evaluation duplicates dropped", f"{report['status'].get('eval_duplicate', 0):,}"),
+            ("throughput", f"{rate:,.1f} urls/s" if rate else "n/a"),
+            ("images", f"{report['image_bytes'] / 1e6:,.1f} MB")]
 
 
 def html_page(report: dict) -> str:
+    from core import html as page
+
     rate = report["urls_per_second"]
     throughput = (f"{report['urls_crawled_now']:,} urls crawled in this run in {report['wall_seconds']:.1f} s "
                   f"({rate:.1f} urls/s end to end" if rate else f"nothing crawled in this run ({report['wall_seconds']:.1f} s")
     if report["urls_per_shard_second"]:
         throughput += f"; {report['urls_per_shard_second']:.1f} urls/s per shard being crawled"
     throughput += ")"
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>wit crawl report</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 12px;text-align:left}</style></head><body>"
-        f"<h1>Crawl report</h1><p>{report['urls']:,} urls in {report['shards']} shards "
-        f"({report['shards_resumed']} resumed); success ratio over downloaded images "
-        f"{report['success_ratio']:.3f}; {report['image_bytes'] / 1e6:,.1f} MB of images</p>"
-        f"<h2>Throughput</h2><p id='throughput'>{html.escape(throughput)}</p>"
-        f"<h2>Statuses</h2>{_table(('status', 'urls'), report['status'].items())}"
-        f"<h2>Top reasons</h2>{_table(('reason', 'urls'), report['top_reasons'].items())}"
-        f"<h2>Top hosts</h2>"
-        f"{_table(('host', 'urls', 'successes', 'success ratio'), (tuple(h.values()) for h in report['top_hosts']))}"
-        f"<h2>Worker processes (peaks)</h2>{_table(('measure', 'peak'), report.get('workers', {}).items())}"
-        "</body></html>")
+    subtitle = (f"{report['urls']:,} urls in {report['shards']} shards ({report['shards_resumed']} resumed); success "
+                f"ratio over downloaded images {report['success_ratio']:.3f}; {report['image_bytes'] / 1e6:,.1f} MB of images")
+    hosts = (tuple(h.values()) for h in report["top_hosts"])
+    return page.page("Crawl report", [
+        page.figures(key_figures(report)),
+        f"<h2>Throughput</h2><p id='throughput'>{html.escape(throughput)}</p>",
+        page.section("Statuses", page.table(("status", "urls"), report["status"].items())),
+        page.section("Top reasons", page.table(("reason", "urls"), report["top_reasons"].items())),
+        page.section("Top hosts", page.table(("host", "urls", "successes", "success ratio"), hosts)),
+        page.section("Worker processes (peaks)", page.table(("measure", "peak"), report.get("workers", {}).items())),
+        page.raw_json(report, "raw JSON (crawl_report.json)"),
+    ], subtitle=subtitle)

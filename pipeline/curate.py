@@ -31,45 +31,57 @@ Re-balance after the crawl (failed downloads and dedup removals leave entries un
 
 from __future__ import annotations
 
-import argparse
 import io
 import logging
 import sys
 import time
 import zlib
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import balance, candidates, report
 from pipeline.captions import NOT_TEXT, NOT_UTF8, caption_text
 from pipeline.clean import MAX_CAPTION_CHARS_LIMIT, CleanConfig, clean_caption, clean_url, uid_of
 from pipeline.match import EntryTally, Matcher, load_entries, spaced_form
-from query_list.sources import expand
-from core.beam import MergeCounts, TolerantParser, run_job, windowed
-from core.storage import join, write_bytes_atomic
+from core import config as config_flags
+from core.beam import MergeCounts, run_job, windowed
+from core.config import group, opt, option
+from core.storage import expand_globs, join, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class CurateConfig:
-    pool: list[str]
-    queries: str
-    out: str
-    reader: candidates.ReaderConfig = field(default_factory=candidates.ReaderConfig)
-    clean: CleanConfig = field(default_factory=CleanConfig)
-    max_per_query: int = 20_000
-    cap: str = "strict"
-    oversample: float = 1.0
-    seed: int = 0
-    url_shards: int = 16
-    rebalance: bool = False
-    min_kept_ratio: float = 0.001
-    batch_size: int = 512  # pairs per element between merging and balancing
+    pool: list[str] = option(metavar="GLOB", gcs=True, label="Candidate pool", help="candidate inputs; repeatable")
+    queries: str = option(metavar="PATH", gcs=True, label="Query list", help="metadata.json from `wit queries`")
+    out: str = option(metavar="DIR", gcs=True, label="Output folder", help="output folder (local or gs://)")
+    reader: candidates.ReaderConfig = group(
+        candidates.ReaderConfig,
+        pool_format=opt(choices=("auto",) + candidates.FORMATS, help="format of the pool files (auto: by name)"),
+        url_col=opt("url column of url-list files; a name other than the default must be in every file"),
+        caption_col=opt("caption column of url-list files; a name other than the default must be in every file"))
+    clean: CleanConfig = group(
+        CleanConfig,
+        english_only=opt("drop captions py3langid does not call English"),
+        max_caption_chars=opt(f"longer captions are dropped (caption_too_long); at most {MAX_CAPTION_CHARS_LIMIT:,}"))
+    max_per_query: int = option(20_000, help="t: at most this many pairs per entry")
+    cap: str = option("strict", choices=balance.CAPS,
+                      help="strict: an entry matching more than t pairs selects exactly the t with the smallest "
+                           "seeded draw (two passes); expected: MetaCLIP's draw, t selected on average; either "
+                           "way a pair is kept when one of its entries selects it")
+    oversample: float = option(1.0, help="keep t x this, for a re-balance after the crawl")
+    seed: int = option(0, help="seed of the balancing draw")
+    url_shards: int = option(16, help="number of urls/part-*.parquet files")
+    rebalance: bool = option(False, help="--pool is crawl/curation parquet with entry_ids: re-count and "
+                                         "re-balance only")
+    min_kept_ratio: float = option(0.001, help="fail, with the counts, when kept pairs / candidates read fall below "
+                                               "this, and whenever nothing is kept (default 0.001: under 1 in 1,000 is "
+                                               "a wrong column or a broken pool, not curation); 0 turns the check off")
+    batch_size: int = 512  # pairs per element between merging and balancing (not a flag)
 
     @property
     def target(self) -> float:
@@ -90,46 +102,7 @@ class CurateConfig:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--pool", action="append", default=None, metavar="GLOB", help="candidate inputs; repeatable")
-    parser.add_argument("--pool-format", default="auto", choices=("auto",) + candidates.FORMATS)
-    parser.add_argument("--url-col", default=candidates.DEFAULT_URL_COL,
-                        help="url column of url-list files; a name other than the default must be in every file")
-    parser.add_argument("--caption-col", default=candidates.DEFAULT_CAPTION_COL,
-                        help="caption column of url-list files; a name other than the default must be in every file")
-    parser.add_argument("--queries", default=None, metavar="PATH", help="metadata.json from `wit queries`")
-    parser.add_argument("--out", default=None, metavar="DIR", help="output folder (local or gs://)")
-    parser.add_argument("--max-per-query", type=int, default=20_000, help="t: at most this many pairs per entry")
-    parser.add_argument("--cap", default="strict", choices=balance.CAPS,
-                        help="strict: an entry matching more than t pairs selects exactly the t with the smallest "
-                             "seeded draw (two passes); expected: MetaCLIP's draw, t selected on average; either "
-                             "way a pair is kept when one of its entries selects it")
-    parser.add_argument("--oversample", type=float, default=1.0, help="keep t x this, for a re-balance after the crawl")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--english-only", action="store_true", help="drop captions py3langid does not call English")
-    parser.add_argument("--max-caption-chars", type=int, default=1000,
-                        help=f"longer captions are dropped (caption_too_long); at most {MAX_CAPTION_CHARS_LIMIT:,}")
-    parser.add_argument("--url-shards", type=int, default=16, help="number of urls/part-*.parquet files")
-    parser.add_argument("--rebalance", action="store_true",
-                        help="--pool is crawl/curation parquet with entry_ids: re-count and re-balance only")
-    parser.add_argument("--min-kept-ratio", type=float, default=0.001,
-                        help="fail, with the counts, when kept pairs / candidates read fall below this, and "
-                             "whenever nothing is kept (default 0.001: under 1 in 1,000 is a wrong column or "
-                             "a broken pool, not curation); 0 turns the check off")
-
-
-class CurateOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        add_arguments(TolerantParser(parser))
-
-
-def config_from_args(args: argparse.Namespace) -> CurateConfig:
-    return CurateConfig(
-        pool=args.pool or [], queries=args.queries, out=args.out,
-        reader=candidates.ReaderConfig(args.pool_format, args.url_col, args.caption_col),
-        clean=CleanConfig(max_caption_chars=args.max_caption_chars, english_only=args.english_only),
-        max_per_query=args.max_per_query, cap=args.cap, oversample=args.oversample, seed=args.seed, url_shards=args.url_shards,
-        rebalance=args.rebalance, min_kept_ratio=args.min_kept_ratio)
+    config_flags.add_arguments(parser, CurateConfig)
 
 
 def stat(name: str, count: int = 1):
@@ -469,56 +442,125 @@ def finish(_, stats: dict, matched: dict, tallies: dict, config: CurateConfig) -
     return figures
 
 
-def build_pipeline(pipeline, config: CurateConfig) -> None:
-    entries = load_entries(config.queries)  # a bad query list fails here, before any work starts
-    files = expand(config.pool)
-    listed = pipeline | "ListPool" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
-    stats_parts = []
-    if config.rebalance:
-        read = listed | "ReadMatched" >> beam.FlatMap(read_matched, len(entries)).with_outputs("stats", main="pairs")
-        matched = read.pairs
-        stats_parts.append(read.stats)
-        rejects = pipeline | "NoRejects" >> beam.Create([])
-    else:
-        read = listed | "ReadClean" >> beam.ParDo(ReadCleanFn(config.reader, config.clean)).with_outputs(
+# -- the job's composite transforms ----------------------------------------------------------------
+class ReadCandidates(beam.PTransform):
+    """Pool files -> cleaned pairs keyed for merging, with what reading and cleaning dropped.
+
+    PCollection[path] -> {pairs: PCollection[((uid, caption), record)], stats:
+    PCollection[(name, n)], rejects: PCollection[reject row]}"""
+
+    def __init__(self, reader: candidates.ReaderConfig, clean: CleanConfig) -> None:
+        super().__init__()
+        self.reader, self.clean = reader, clean
+
+    def expand(self, paths):
+        read = paths | "ReadClean" >> beam.ParDo(ReadCleanFn(self.reader, self.clean)).with_outputs(
             "stats", "rejects", main="pairs")
-        batches = (read.pairs
+        return {"pairs": read.pairs, "stats": read.stats, "rejects": read.rejects}
+
+
+class MergeAndMatch(beam.PTransform):
+    """Exact (url, caption) duplicates merged, pairs batched and matched against the query list.
+
+    PCollection[((uid, caption), record)] -> {matched: PCollection[list[matched pair]], stats:
+    PCollection[(name, n)]}"""
+
+    def __init__(self, queries: str, batch_size: int) -> None:
+        super().__init__()
+        self.queries, self.batch_size = queries, batch_size
+
+    def expand(self, pairs):
+        batches = (pairs
                    | "MergeDuplicates" >> beam.CombinePerKey(FirstOccurrence())
-                   | "BatchPairs" >> beam.ParDo(BatchPairsFn(config.batch_size)).with_outputs("stats", main="batches"))
+                   | "BatchPairs" >> beam.ParDo(BatchPairsFn(self.batch_size)).with_outputs("stats", main="batches"))
         matching = (batches.batches
                     | "SpreadBatches" >> beam.Reshuffle()
-                    | "Match" >> beam.ParDo(MatchFn(config.queries)).with_outputs("stats", main="pairs"))
-        matched = matching.pairs
-        stats_parts += [read.stats, batches.stats, matching.stats]
-        rejects = read.rejects
+                    | "Match" >> beam.ParDo(MatchFn(self.queries)).with_outputs("stats", main="pairs"))
+        stats = (batches.stats, matching.stats) | "MatchStats" >> beam.Flatten()
+        return {"matched": matching.pairs, "stats": stats}
 
-    matched_counts = matched | "CountMatched" >> beam.CombineGlobally(CountEntries(len(entries)))
-    cutoffs = matched | "QuotaCutoffs" >> QuotaCutoffs(matched_counts, config.quota, config.seed)
-    decided = matched | "Balance" >> beam.ParDo(
-        BalanceFn(config.target, config.seed, config.url_shards, config.cap), beam.pvalue.AsSingleton(matched_counts),
-        beam.pvalue.AsDict(cutoffs)).with_outputs("stats", "tallies", main="kept")
-    stats_parts.append(decided.stats)
-    tallies = decided.tallies | "SumTallies" >> beam.CombinePerKey(MergeCounts())
-    kept = decided.kept
-    (kept
-     | "GroupUrlShard" >> beam.GroupByKey()
-     | "WriteUrls" >> beam.Map(write_url_shard, config.out, config.url_shards))
+
+class ReadMatched(beam.PTransform):
+    """Re-balance input: crawl or curation parquet that already carries entry_ids.
+
+    PCollection[path] -> {matched: PCollection[list[matched pair]], stats: PCollection[(name, n)]}"""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def expand(self, paths):
+        read = paths | "ReadMatched" >> beam.FlatMap(read_matched, self.size).with_outputs("stats", main="pairs")
+        return {"matched": read.pairs, "stats": read.stats}
+
+
+class CountAndBalance(beam.PTransform):
+    """Per-entry match counts, the strict cap's cutoffs, and the balancing decision.
+
+    PCollection[list[matched pair]] -> {kept: PCollection[(url shard, kept row)], counts:
+    PCollection[{entry_id: matched}] (one element), tallies: PCollection[(tally, {entry_id: n})],
+    stats: PCollection[(name, n)]}"""
+
+    def __init__(self, config: CurateConfig, size: int) -> None:
+        super().__init__()
+        self.config, self.size = config, size
+
+    def expand(self, matched):
+        config = self.config
+        counts = matched | "CountMatched" >> beam.CombineGlobally(CountEntries(self.size))
+        cutoffs = matched | "QuotaCutoffs" >> QuotaCutoffs(counts, config.quota, config.seed)
+        decided = matched | "Balance" >> beam.ParDo(
+            BalanceFn(config.target, config.seed, config.url_shards, config.cap), beam.pvalue.AsSingleton(counts),
+            beam.pvalue.AsDict(cutoffs)).with_outputs("stats", "tallies", main="kept")
+        tallies = decided.tallies | "SumTallies" >> beam.CombinePerKey(MergeCounts())
+        return {"kept": decided.kept, "counts": counts, "tallies": tallies, "stats": decided.stats}
+
+
+def reject_shard(row: dict, shards: int) -> tuple[int, dict]:
+    return zlib.crc32(repr(sorted(row.items())).encode()) % shards, row
+
+
+class WriteShards(beam.PTransform):
+    """Rows grouped by shard and written, one parquet file per shard.
+
+    PCollection[(shard, row)] -> PCollection[path written]"""
+
+    def __init__(self, write, out: str, shards: int) -> None:
+        super().__init__()
+        self.write, self.out, self.shards = write, out, shards
+
+    def expand(self, keyed):
+        return keyed | "Group" >> beam.GroupByKey() | "Write" >> beam.Map(self.write, self.out, self.shards)
+
+
+def build_pipeline(pipeline, config: CurateConfig) -> None:
+    """Inputs and outputs only; the work is in the composites above."""
+    entries = load_entries(config.queries)  # a bad query list fails here, before any work starts
+    listed = pipeline | "ListPool" >> beam.Create(expand_globs(config.pool)) | "SpreadFiles" >> beam.Reshuffle()
+    if config.rebalance:
+        matching = listed | "ReadMatched" >> ReadMatched(len(entries))
+        stats_parts = [matching["stats"]]
+        rejects = pipeline | "NoRejects" >> beam.Create([])
+    else:
+        read = listed | "ReadCandidates" >> ReadCandidates(config.reader, config.clean)
+        matching = read["pairs"] | "MergeAndMatch" >> MergeAndMatch(config.queries, config.batch_size)
+        stats_parts = [read["stats"], matching["stats"]]
+        rejects = read["rejects"]
+    balanced = matching["matched"] | "CountAndBalance" >> CountAndBalance(config, len(entries))
+    balanced["kept"] | "WriteUrls" >> WriteShards(write_url_shard, config.out, config.url_shards)
     reject_shards = max(1, config.url_shards // 4)
     (rejects
-     | "KeyRejectShard" >> beam.Map(lambda row, n: (zlib.crc32(repr(sorted(row.items())).encode()) % n, row),
-                                    reject_shards)
-     | "GroupRejects" >> beam.GroupByKey()
-     | "WriteRejects" >> beam.Map(write_rejects, config.out, reject_shards))
-    stats = (stats_parts | "AllStats" >> beam.Flatten() | "SumStats" >> beam.CombinePerKey(sum))
+     | "KeyRejectShard" >> beam.Map(reject_shard, reject_shards)
+     | "WriteRejects" >> WriteShards(write_rejects, config.out, reject_shards))
+    stats = ((*stats_parts, balanced["stats"]) | "AllStats" >> beam.Flatten() | "SumStats" >> beam.CombinePerKey(sum))
     (pipeline
      | "Once" >> beam.Create([None])
-     | "Report" >> beam.Map(finish, beam.pvalue.AsDict(stats), beam.pvalue.AsSingleton(matched_counts),
-                            beam.pvalue.AsDict(tallies), config))
+     | "Report" >> beam.Map(finish, beam.pvalue.AsDict(stats), beam.pvalue.AsSingleton(balanced["counts"]),
+                            beam.pvalue.AsDict(balanced["tallies"]), config))
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    config = run_job(argv, prog="wit curate", doc=__doc__, add_arguments=add_arguments, required=['pool', 'queries', 'out'],
-                     config_from_args=config_from_args, build_pipeline=build_pipeline)
+    config = run_job(argv, prog="wit curate", doc=__doc__, config=CurateConfig, build_pipeline=build_pipeline)
     log.info("curated pairs written under %s", config.out)
     return 0
 

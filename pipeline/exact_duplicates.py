@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from collections.abc import Iterable, Iterator
 
 import fsspec
 
-from pipeline import shards
+from core import shards
 from core.storage import write_bytes_atomic, write_text_atomic
 
 
@@ -70,21 +69,18 @@ def filter_tar(data: bytes, drop: set[str]) -> tuple[bytes, int, int]:
     """The tar without the members of the keys in ``drop`` (member names are ``{key}.{ext}``), the
     bytes of the images left, and how many members :func:`shards.member_problem` dropped (links,
     directories, unsafe names: a shard written by the crawl has none)."""
-    buffer, image_bytes, dropped = io.BytesIO(), 0, 0
-    with tarfile.open(fileobj=io.BytesIO(data)) as source, \
-            tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as target:
-        for member in source:
-            if shards.member_problem(member):
-                dropped += 1
-                continue
-            key, _, extension = member.name.partition(".")
-            if key in drop:
-                continue
-            content = source.extractfile(member).read()
-            shards.add_member(target, member.name, content)
-            if extension not in ("txt", "json"):
-                image_bytes += len(content)
-    return buffer.getvalue(), image_bytes, dropped
+    kept: list[shards.TarSample] = []
+    dropped = 0
+    for item in shards.read_tar(io.BytesIO(data), name="crawl shard"):
+        if isinstance(item, shards.TarDamaged):  # the crawl wrote this tar itself: damage is storage failing
+            raise shards.ShardError(f"crawl shard damaged: {item.error}")
+        if isinstance(item, shards.TarSkipped):
+            dropped += 1
+        elif item.key not in drop:
+            kept.append(item)
+    image_bytes = sum(len(content) for sample in kept for name, content in sample.members
+                      if shards.split_member(name)[1] not in shards.TEXT_EXTENSIONS)
+    return shards.samples_tar(kept), image_bytes, dropped
 
 
 def drop_repeats(out: str, shard: int, repeats: dict[str, str]) -> dict:

@@ -1,4 +1,5 @@
-"""The curation report: figures in ``curation_report.json`` and a log-log balance plot."""
+"""The curation report: figures in ``curation_report.json``, a log-log balance plot, and
+``curation_report.html`` for people (key figures, the plot; styled by :mod:`core.html`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import io
 import json
 
 from pipeline.balance import overshoot
+from core.reports import CurationFigures
 from core.storage import join, write_bytes_atomic, write_text_atomic
 
 TOP = 20
@@ -54,7 +56,7 @@ def summarize(stats: dict, matched: dict[int, int], kept: dict[int, int], entrie
         # kept that contain it (kept; co-occurrence takes an entry past t under either cap)
         "overshoot": {mode: {"selected": overshoot(tallies.get(f"selected_{mode}", {}), quota),
                              "kept": overshoot(tallies.get(f"kept_{mode}", {}), quota),
-                             "pairs_kept": stats.get(f"pairs_kept_{mode}", 0)}
+                             "kept_pairs": stats.get(f"pairs_kept_{mode}", 0)}
                       for mode in ("strict", "expected")},
         "top_overshoot": top_overshoot(matched, tallies, entries, quota),
     }
@@ -103,6 +105,39 @@ def balance_plot(matched: dict[int, int], tallies: dict[str, dict[int, int]], ta
     return buffer.getvalue()
 
 
+def key_figures(report: dict) -> list[tuple[str, str]]:
+    """The figures a person looks for first, with units."""
+    return [("candidate pairs read", f"{report['pool_size']:,} pairs"), ("unique", f"{report['unique_pairs']:,} pairs"),
+            ("matched a query", f"{report['matched_pairs']:,} pairs"), ("kept pairs", f"{report['kept_pairs']:,} pairs"),
+            ("kept of matched", f"{100 * report['kept_fraction']:.1f} %"),
+            ("queries with pairs", f"{report['entries_kept']:,} of {report['entries']:,}"),
+            ("cap per query", f"{report['max_per_query']:,} ({report['cap']})")]
+
+
+def html_page(report: dict, plot: bytes) -> str:
+    """``curation_report.html``: key figures, the balance plot (inlined), the head of the list."""
+    import base64
+
+    from core import html
+
+    def ranked(rows: list[dict]) -> str:
+        return html.table(("entry id", "entry", "pairs"), ((r["entry_id"], r["entry"], r["pairs"]) for r in rows))
+
+    image = f"<img alt='balance plot' src='data:image/png;base64,{base64.b64encode(plot).decode()}'>"
+    return html.page("Curation report", [
+        html.figures(key_figures(report)),
+        html.section("Balance", image),
+        html.section("Dropped while cleaning", html.table(("reason", "pairs"), report["dropped"].items())),
+        html.section(f"Top {TOP} entries before balancing", ranked(report["top_before"])),
+        html.section(f"Top {TOP} entries after balancing", ranked(report["top_after"])),
+        html.raw_json(report, "raw JSON (curation_report.json)"),
+    ], subtitle=f"{report['pool_size']:,} candidate pairs matched against {report['entries']:,} queries, "
+                f"at most {report['max_per_query']:,} per query")
+
+
 def write_report(out: str, report: dict, plot: bytes) -> None:
-    write_text_atomic(join(out, "curation_report.json"), json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    path = join(out, CurationFigures.FILE)
+    CurationFigures.check(report, path)  # the headline figures keep their names
+    write_text_atomic(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     write_bytes_atomic(join(out, "balance.png"), plot)
+    write_text_atomic(join(out, "curation_report.html"), html_page(report, plot))

@@ -13,14 +13,13 @@ ties broken by the entry string, so the same inputs always give the same ids (th
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from core.storage import join, write_bytes_atomic, write_text_atomic
+from core.reports import QueryListFigures
+from core.storage import join, write_parquet_atomic, write_text_atomic
 
 PART_ORDER = ("wordnet", "unigram", "bigram", "title")
 
@@ -99,15 +98,14 @@ def write_outputs(out: str, entries: list[Entry], stats: dict) -> dict[str, str]
     """Write metadata.json, entries.parquet and query_stats.json under ``out`` (atomically)."""
     paths = {name: join(out, name) for name in ("metadata.json", "entries.parquet", "query_stats.json")}
     write_text_atomic(paths["metadata.json"], json.dumps([e.entry for e in entries], ensure_ascii=False))
-    buffer = io.BytesIO()
-    pq.write_table(entries_table(entries), buffer, compression="zstd")
-    write_bytes_atomic(paths["entries.parquet"], buffer.getvalue())
+    write_parquet_atomic(paths["entries.parquet"], entries_table(entries))
     write_stats(out, stats)
     return paths
 
 
 def write_stats(out: str, stats: dict) -> str:
-    path = join(out, "query_stats.json")
+    path = join(out, QueryListFigures.FILE)
+    QueryListFigures.check(stats, path)  # the headline figures keep their names
     write_text_atomic(path, json.dumps(stats, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     return path
 

@@ -28,23 +28,24 @@ Dataflow (the full English dump, split on its multistream index):
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import sys
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from query_list import assemble, pageviews, sources, wikitext
 from query_list.assemble import Entry
 from query_list.tokens import is_word, normalize, segments, tokenize
 from query_list.wordnet import find_wordnet_dir, iter_head_lemmas
-from core.beam import MergeCounts, TolerantParser, run_job, windowed
+from core import config as config_flags
+from core.beam import MergeCounts, run_job, windowed
+from core.config import option
+from core.storage import expand_globs
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +54,23 @@ FLUSH_KEYS = 1_000_000  # a bundle's local counters are emitted early past this 
 
 @dataclass
 class QueryListConfig:
-    wiki: list[str]
-    out: str
-    pageviews: list[str] = field(default_factory=list)
-    wordnet: str | None = None  # None: search the usual places (wit doctor shows which)
-    use_wordnet: bool = True
-    min_count: int = 100
-    bigram_min_count: int = 100
-    bigram_budget: int = 100_000
-    title_min_views: int = 70
-    target_size: int = 500_000
-    skip_bad_input: bool = False
-    count_shards: int = 256  # hash shards of the counters (parallelism of the merge)
+    wiki: list[str] = option(metavar="PATH_OR_GLOB", gcs=True, label="Wikipedia dump(s)",
+                             help="MediaWiki XML dump (plain, .bz2, multistream) or WikiExtractor output; repeatable")
+    out: str = option(metavar="DIR", gcs=True, label="Output folder", help="output folder (local or gs://)")
+    pageviews: list[str] = option(default_factory=list, metavar="GLOB", gcs=True, label="Page-view files",
+                                  help="Wikimedia hourly page-view files; repeatable")
+    # None: search the usual places (wit doctor shows which)
+    wordnet: str | None = option(None, metavar="DIR", help="WordNet 3.0 database folder")
+    use_wordnet: bool = option(True, flag="--no-wordnet", help="leave WordNet out (the report says so)")
+    min_count: int = option(100, help="unigram minimum count")
+    bigram_min_count: int = option(100, help="bigram minimum count before PMI ranking")
+    bigram_budget: int = option(100_000, help="at most this many bigrams, by PMI")
+    title_min_views: int = option(70, help="minimum summed views of a title")
+    target_size: int = option(500_000, help="cap on the list size")
+    skip_bad_input: bool = option(False, help="record unreadable files/pages in the stats instead of failing")
+    # hash shards of the counters (parallelism of the merge)
+    count_shards: int = option(256, help="hash shards of the count merge (raise for the full dump: smaller "
+                                         "accumulators)")
 
     def __post_init__(self) -> None:
         if not self.wiki:
@@ -82,39 +88,7 @@ class QueryListConfig:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--wiki", action="append", default=None, metavar="PATH_OR_GLOB",
-                        help="MediaWiki XML dump (plain, .bz2, multistream) or WikiExtractor output; repeatable")
-    parser.add_argument("--pageviews", action="append", default=None, metavar="GLOB",
-                        help="Wikimedia hourly page-view files; repeatable")
-    parser.add_argument("--wordnet", default=None, metavar="DIR", help="WordNet 3.0 database folder")
-    parser.add_argument("--no-wordnet", dest="use_wordnet", action="store_false", default=True,
-                        help="leave WordNet out (the report says so)")
-    parser.add_argument("--out", default=None, metavar="DIR", help="output folder (local or gs://)")
-    parser.add_argument("--min-count", type=int, default=100, help="unigram minimum count")
-    parser.add_argument("--bigram-min-count", type=int, default=100, help="bigram minimum count before PMI ranking")
-    parser.add_argument("--bigram-budget", type=int, default=100_000, help="at most this many bigrams, by PMI")
-    parser.add_argument("--title-min-views", type=int, default=70, help="minimum summed views of a title")
-    parser.add_argument("--target-size", type=int, default=500_000, help="cap on the list size")
-    parser.add_argument("--count-shards", type=int, default=256,
-                        help="hash shards of the count merge (raise for the full dump: smaller accumulators)")
-    parser.add_argument("--skip-bad-input", action="store_true",
-                        help="record unreadable files/pages in the stats instead of failing")
-
-
-class QueryListOptions(PipelineOptions):
-    """The job's flags as Beam options (for templates and ``options.view_as``)."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        add_arguments(TolerantParser(parser))
-
-
-def config_from_args(args: argparse.Namespace) -> QueryListConfig:
-    return QueryListConfig(
-        wiki=args.wiki or [], out=args.out, pageviews=args.pageviews or [], wordnet=args.wordnet,
-        use_wordnet=args.use_wordnet, min_count=args.min_count, bigram_min_count=args.bigram_min_count,
-        bigram_budget=args.bigram_budget, title_min_views=args.title_min_views, target_size=args.target_size,
-        skip_bad_input=args.skip_bad_input, count_shards=args.count_shards)
+    config_flags.add_arguments(parser, QueryListConfig)
 
 
 # -- DoFns (thin wrappers around the pure functions) -------------------------------------------
@@ -354,90 +328,175 @@ def load_wordnet(config: QueryListConfig) -> tuple[list[str], dict]:
     return lemmas, {"wordnet": str(folder)}
 
 
-def build_pipeline(pipeline, config: QueryListConfig) -> None:
-    wiki_paths = sources.expand(config.wiki)
-    view_paths = sources.expand(config.pageviews) if config.pageviews else []
-    lemmas, wordnet_info = load_wordnet(config)
+# -- the job's composite transforms ----------------------------------------------------------------
+class ReadPages(beam.PTransform):
+    """Dump files -> article prose, with the side outputs of reading them.
 
-    pages = (pipeline
-             | "ListWikiFiles" >> beam.Create(wiki_paths)
-             | "PlanWork" >> beam.FlatMap(sources.plan)
-             | "SpreadWork" >> beam.Reshuffle()
-             | "ReadPages" >> beam.ParDo(ReadPagesFn(config.skip_bad_input)).with_outputs("stats", "bad", "articles",
-                                                                                      main="texts"))
-    totals = pages.texts | "CountNgrams" >> CountStage(config.count_shards, config.bigram_min_count)
-    token_total = (totals
-                   | "TokenTotal" >> beam.Filter(lambda kv: kv[0] == TOKENS_KEY)
-                   | "TokenStat" >> beam.Map(lambda kv: ("tokens", kv[1])))
-    unigrams = totals | "Unigrams" >> beam.Filter(lambda kv: " " not in kv[0] and kv[0] != TOKENS_KEY)
-    bigram_counts = totals | "BigramCounts" >> beam.Filter(lambda kv: " " in kv[0])
-    frequent_bigrams = bigram_counts | "SplitBigrams" >> beam.Map(lambda kv: (tuple(kv[0].split(" ")), kv[1]))
-    total = beam.pvalue.AsSingleton(token_total | "TotalValue" >> beam.Map(lambda kv: kv[1]), default_value=0)
+    PCollection[path] -> {texts: PCollection[str], stats: PCollection[(name, n)],
+    bad: PCollection[dict], articles: PCollection[(canonical title, None)]}"""
 
-    # PMI needs both words' counts: two joins on the word (no side-input dictionary of the vocabulary).
-    bigram_words = (unigrams | "BigramWordCounts" >> beam.Filter(lambda kv, m: kv[1] >= m, config.bigram_min_count))
-    by_left = frequent_bigrams | "KeyByLeft" >> beam.Map(lambda kv: (kv[0][0], (kv[0][0], kv[0][1], kv[1])))
-    by_right = ({"bigrams": by_left, "unigrams": bigram_words}
-                | "JoinLeft" >> beam.CoGroupByKey() | "AttachLeft" >> beam.FlatMap(join_left))
-    scored = ({"bigrams": by_right, "unigrams": bigram_words}
-              | "JoinRight" >> beam.CoGroupByKey() | "AttachRight" >> beam.FlatMap(join_right, total))
-    top_bigrams = (scored
-                   | "TopByPmi" >> beam.combiners.Top.Of(config.bigram_budget, key=lambda b: (b[2], b[1], b[0]))
-                   | "FlattenTop" >> beam.FlatMap(lambda top: top))
+    def __init__(self, skip_bad: bool) -> None:
+        super().__init__()
+        self.skip_bad = skip_bad
 
-    view_stats = []
-    titles = pipeline | "NoTitles" >> beam.Create([])
-    if view_paths:
-        views = (pipeline
-                 | "ListPageviewFiles" >> beam.Create(view_paths)
+    def expand(self, paths):
+        read = (paths
+                | "PlanWork" >> beam.FlatMap(sources.plan)
+                | "SpreadWork" >> beam.Reshuffle()
+                | "ReadPages" >> beam.ParDo(ReadPagesFn(self.skip_bad)).with_outputs("stats", "bad", "articles",
+                                                                                   main="texts"))
+        return {"texts": read.texts, "stats": read.stats, "bad": read.bad, "articles": read.articles}
+
+
+def is_unigram(kv) -> bool:
+    return " " not in kv[0] and kv[0] != TOKENS_KEY
+
+
+def is_bigram(kv) -> bool:
+    return " " in kv[0]
+
+
+class SplitCounts(beam.PTransform):
+    """The merged counts by kind.
+
+    PCollection[(key, count)] -> {tokens: PCollection[("tokens", n)], unigrams:
+    PCollection[(word, count)], bigrams: PCollection[("w1 w2", count)]}"""
+
+    def expand(self, totals):
+        return {"tokens": (totals
+                           | "TokenTotal" >> beam.Filter(lambda kv: kv[0] == TOKENS_KEY)
+                           | "TokenStat" >> beam.Map(lambda kv: ("tokens", kv[1]))),
+                "unigrams": totals | "Unigrams" >> beam.Filter(is_unigram),
+                "bigrams": totals | "BigramCounts" >> beam.Filter(is_bigram)}
+
+
+class ScoreBigrams(beam.PTransform):
+    """PMI of every frequent bigram, and the ``budget`` best. PMI needs both words' counts: two
+    joins on the word (no side-input dictionary of the vocabulary).
+
+    {unigrams: PCollection[(word, count)], bigrams: PCollection[("w1 w2", count)], tokens:
+    PCollection[("tokens", n)]} -> {scored: PCollection[("w1 w2", count, pmi)], top: the same,
+    at most ``budget``, highest PMI first}"""
+
+    def __init__(self, min_count: int, budget: int) -> None:
+        super().__init__()
+        self.min_count, self.budget = min_count, budget
+
+    def expand(self, counts):
+        total = beam.pvalue.AsSingleton(counts["tokens"] | "TotalValue" >> beam.Map(lambda kv: kv[1]),
+                                        default_value=0)
+        words = counts["unigrams"] | "BigramWordCounts" >> beam.Filter(lambda kv, m: kv[1] >= m, self.min_count)
+        by_left = (counts["bigrams"]
+                   | "SplitBigrams" >> beam.Map(lambda kv: (tuple(kv[0].split(" ")), kv[1]))
+                   | "KeyByLeft" >> beam.Map(lambda kv: (kv[0][0], (kv[0][0], kv[0][1], kv[1]))))
+        by_right = ({"bigrams": by_left, "unigrams": words}
+                    | "JoinLeft" >> beam.CoGroupByKey() | "AttachLeft" >> beam.FlatMap(join_left))
+        scored = ({"bigrams": by_right, "unigrams": words}
+                  | "JoinRight" >> beam.CoGroupByKey() | "AttachRight" >> beam.FlatMap(join_right, total))
+        top = (scored
+               | "TopByPmi" >> beam.combiners.Top.Of(self.budget, key=lambda b: (b[2], b[1], b[0]))
+               | "FlattenTop" >> beam.FlatMap(lambda top: top))
+        return {"scored": scored, "top": top}
+
+
+def has_word(title_views) -> bool:
+    return any(is_word(t) for t in tokenize(title_views[0]))
+
+
+class PopularTitles(beam.PTransform):
+    """Titles with at least ``min_views`` views that are articles of the dump, one spelling per
+    normalised key.
+
+    {paths: PCollection[page-view file], articles: PCollection[(canonical title, None)]} ->
+    {titles: PCollection[(key, ("title", title, views))], stats: PCollection[(name, n)]}"""
+
+    def __init__(self, min_views: int) -> None:
+        super().__init__()
+        self.min_views = min_views
+
+    def expand(self, inputs):
+        views = (inputs["paths"]
                  | "SpreadPageviewFiles" >> beam.Reshuffle()
                  | "ReadPageviews" >> beam.FlatMap(read_pageview_file).with_outputs("stats", main="views"))
-        view_stats.append(views.stats)
         by_title = (views.views
                     | "SumViews" >> beam.CombinePerKey(sum)
                     | "CanonicalTitle" >> beam.Map(lambda tv: (pageviews.canonical_title(tv[0]), tv)))
-        joined = ({"views": by_title, "articles": pages.articles}
+        joined = ({"views": by_title, "articles": inputs["articles"]}
                   | "JoinArticles" >> beam.CoGroupByKey()
-                  | "ArticleViews" >> beam.FlatMap(article_views, config.title_min_views).with_outputs(
-                      "stats", main="titles"))
-        view_stats.append(joined.stats)
+                  | "ArticleViews" >> beam.FlatMap(article_views, self.min_views).with_outputs("stats", main="titles"))
         titles = (joined.titles
-                  | "PopularTitles" >> beam.Filter(lambda tv: any(is_word(t) for t in tokenize(tv[0])))
+                  | "PopularTitles" >> beam.Filter(has_word)
                   | "KeyTitle" >> beam.Map(lambda tv: (normalize(tv[0]), tv))
                   | "GroupTitle" >> beam.GroupByKey()
                   | "BestTitle" >> beam.Map(best_title))
+        stats = (views.stats, joined.stats) | "TitleStats" >> beam.Flatten()
+        return {"titles": titles, "stats": stats}
 
-    candidates = (
-        (pipeline | "WordNetLemmas" >> beam.Create(lemmas)
-         | "KeyLemma" >> beam.Map(lambda lemma: (normalize(lemma), ("wordnet", lemma)))
-         | "DropEmptyLemma" >> beam.Filter(lambda kv: kv[0] != "")),
-        (unigrams | "FrequentUnigrams" >> beam.Filter(lambda kv, m: kv[1] >= m, config.min_count)
-         | "UnigramCandidate" >> beam.Map(lambda kv: (kv[0], ("unigram", kv[0], kv[1])))),
-        (top_bigrams | "BigramCandidate" >> beam.Map(lambda b: (b[0], ("bigram", b[0], b[1], b[2])))),
-        titles,
-    ) | "AllCandidates" >> beam.Flatten()
-    entries = ({"candidates": candidates, "unigrams": unigrams, "bigrams": bigram_counts}
-               | "JoinParts" >> beam.CoGroupByKey()
-               | "MakeEntries" >> beam.Map(make_entry)
-               | "DropNonCandidates" >> beam.Filter(lambda e: e is not None))
 
-    counts_of = [
-        (scored | "CountScored" >> beam.combiners.Count.Globally()
-         | "ScoredStat" >> beam.Map(lambda n: ("bigrams_scored", n))),
-        (titles | "CountTitles" >> beam.combiners.Count.Globally()
-         | "TitlesStat" >> beam.Map(lambda n: ("titles_over_threshold", n))),
-    ]
-    stats = ((pages.stats, token_total, *view_stats, *counts_of)
+class AssembleEntries(beam.PTransform):
+    """The four parts joined on the normalised key into entries (counts attached).
+
+    {lemmas: PCollection[str], unigrams: PCollection[(word, count)], bigrams:
+    PCollection[("w1 w2", count)], top_bigrams: PCollection[("w1 w2", count, pmi)], titles:
+    PCollection[(key, ("title", title, views))]} -> PCollection[Entry]"""
+
+    def __init__(self, min_count: int) -> None:
+        super().__init__()
+        self.min_count = min_count
+
+    def expand(self, parts):
+        candidates = (
+            (parts["lemmas"]
+             | "KeyLemma" >> beam.Map(lambda lemma: (normalize(lemma), ("wordnet", lemma)))
+             | "DropEmptyLemma" >> beam.Filter(lambda kv: kv[0] != "")),
+            (parts["unigrams"] | "FrequentUnigrams" >> beam.Filter(lambda kv, m: kv[1] >= m, self.min_count)
+             | "UnigramCandidate" >> beam.Map(lambda kv: (kv[0], ("unigram", kv[0], kv[1])))),
+            (parts["top_bigrams"] | "BigramCandidate" >> beam.Map(lambda b: (b[0], ("bigram", b[0], b[1], b[2])))),
+            parts["titles"],
+        ) | "AllCandidates" >> beam.Flatten()
+        return ({"candidates": candidates, "unigrams": parts["unigrams"], "bigrams": parts["bigrams"]}
+                | "JoinParts" >> beam.CoGroupByKey()
+                | "MakeEntries" >> beam.Map(make_entry)
+                | "DropNonCandidates" >> beam.Filter(lambda e: e is not None))
+
+
+def count_stat(name: str):
+    """PCollection[x] -> PCollection[(name, number of elements)]."""
+    return beam.combiners.Count.Globally() | beam.Map(lambda n, name: (name, n), name)
+
+
+def build_pipeline(pipeline, config: QueryListConfig) -> None:
+    """Inputs and outputs only; the work is in the composites above."""
+    wiki_paths = expand_globs(config.wiki)
+    view_paths = expand_globs(config.pageviews) if config.pageviews else []
+    lemmas, wordnet_info = load_wordnet(config)
+
+    pages = pipeline | "ListWikiFiles" >> beam.Create(wiki_paths) | "Read" >> ReadPages(config.skip_bad_input)
+    counts = (pages["texts"]
+              | "CountNgrams" >> CountStage(config.count_shards, config.bigram_min_count)
+              | "SplitCounts" >> SplitCounts())
+    bigrams = counts | "ScoreBigrams" >> ScoreBigrams(config.bigram_min_count, config.bigram_budget)
+    title_stats = []
+    titles = pipeline | "NoTitles" >> beam.Create([])
+    if view_paths:
+        popular = ({"paths": pipeline | "ListPageviewFiles" >> beam.Create(view_paths), "articles": pages["articles"]}
+                   | "Titles" >> PopularTitles(config.title_min_views))
+        titles, title_stats = popular["titles"], [popular["stats"]]
+    entries = ({"lemmas": pipeline | "WordNetLemmas" >> beam.Create(lemmas), "unigrams": counts["unigrams"],
+                "bigrams": counts["bigrams"], "top_bigrams": bigrams["top"], "titles": titles}
+               | "Entries" >> AssembleEntries(config.min_count))
+    stats = ((pages["stats"], counts["tokens"], *title_stats,
+              bigrams["scored"] | "CountScored" >> count_stat("bigrams_scored"),
+              titles | "CountTitles" >> count_stat("titles_over_threshold"))
              | "AllStats" >> beam.Flatten() | "SumStats" >> beam.CombinePerKey(sum))
-    bad = pages.bad | "CollectBad" >> beam.combiners.ToList()
+    bad = pages["bad"] | "CollectBad" >> beam.combiners.ToList()
     (entries
      | "CollectEntries" >> beam.combiners.ToList()
      | "Write" >> beam.Map(finish, beam.pvalue.AsDict(stats), beam.pvalue.AsSingleton(bad), config, wordnet_info))
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    config = run_job(argv, prog="wit queries", doc=__doc__, add_arguments=add_arguments, required=['wiki', 'out'],
-                     config_from_args=config_from_args, build_pipeline=build_pipeline)
+    config = run_job(argv, prog="wit queries", doc=__doc__, config=QueryListConfig, build_pipeline=build_pipeline)
     log.info("wrote %s/metadata.json", config.out.rstrip("/"))
     return 0
 

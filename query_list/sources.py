@@ -48,17 +48,6 @@ class BadInput:
     reason: str
 
 
-def expand(patterns: list[str]) -> list[str]:
-    """Expand local or remote globs to a sorted list of full paths; a pattern matching nothing fails."""
-    paths: list[str] = []
-    for pattern in patterns:
-        files = fsspec.open_files(pattern)
-        if not files:
-            raise FileNotFoundError(f"no input matches {pattern!r}")
-        paths.extend(f.full_name for f in files)
-    return sorted(dict.fromkeys(paths))
-
-
 def index_path_for(path: str) -> str | None:
     """The multistream index beside a multistream dump, when the name says it is one."""
     if "multistream" not in path.rsplit("/", 1)[-1] or "-index" in path:

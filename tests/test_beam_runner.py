@@ -205,3 +205,32 @@ def test_local_jobs_use_every_core_unless_told_otherwise():
     assert (direct.direct_num_workers, direct.direct_running_mode) == (cores, "multi_threading")
     dataflow = ["--runner=DataflowRunner", "--project=p", "--region=us-central1"]
     assert use_all_cores(pipeline_options(dataflow), dataflow).view_as(DirectOptions).direct_num_workers == 1
+
+
+def test_an_untested_beam_release_falls_back_to_the_stock_runner_and_a_job_runs(monkeypatch, caplog):
+    """The zygote binds us to Beam internals of the releases in TESTED_BEAM; on any other release
+    local runs take Beam's own FnApiRunner, which still runs multi-process jobs."""
+    import core.beam
+    from core.beam import STOCK_FN_API_RUNNER, beam_version_tested, local_options
+
+    assert beam_version_tested()  # the pinned release is a tested one
+    assert not beam_version_tested("2.99.0") and not beam_version_tested("3.0.0")
+    assert not beam_version_tested("2.66.1") and not beam_version_tested("unknown")
+    monkeypatch.setattr(core.beam, "BEAM_VERSION", "2.99.0")
+    options = local_options(num_workers=2, running_mode="multi_processing")
+    assert options.view_as(StandardOptions).runner == STOCK_FN_API_RUNNER
+    assert "outside the releases the local runner was tested with" in caplog.text
+    pipeline = make_pipeline(options)
+    result = pipeline | beam.Create(list(range(40))) | beam.Map(lambda x: (x % 2, x)) | beam.CombinePerKey(sum)
+    assert_that(result, equal_to([(0, 380), (1, 400)]))
+    pipeline.run().wait_until_finish()
+    assert type(pipeline.runner) is FnApiRunner  # Beam's own, not core.beam_local.LocalRunner
+
+
+def test_wit_local_runner_stock_asks_for_the_stock_runner(monkeypatch):
+    from core.beam import STOCK_FN_API_RUNNER
+
+    monkeypatch.setenv("WIT_LOCAL_RUNNER", "stock")
+    assert pipeline_options([]).view_as(StandardOptions).runner == STOCK_FN_API_RUNNER
+    monkeypatch.delenv("WIT_LOCAL_RUNNER")
+    assert pipeline_options([]).view_as(StandardOptions).runner == FN_API_RUNNER

@@ -80,9 +80,9 @@ def test_the_trainer_writes_weights_only_checkpoints_and_refuses_a_planted_one(t
     assert done.returncode == 0, done.stderr[-3000:]
     [(step, written)] = state.list_checkpoints(str(out))
     payload = torch.load(written, map_location="cpu", weights_only=True)
-    assert step == payload["step"] == 1 and payload["format"] == "wit-train/2"
+    assert step == payload["step"] == 1 and payload["format"] == state.FORMAT == "wit-train/3"
     assert set(payload["ranks"][0]["rng"]) == {"torch", "python", "numpy"}
-    assert payload["ranks"][0]["position"]["batches"] == 1
+    assert payload["ranks"][0]["data"]["batches"] == 1 and payload["ranks"][0]["data"]["workers"] == 2
 
     planted = plant(out, 2, marker, "torch.save")
     refused = subprocess.run([*args, "--steps", "2", "--resume", "latest"], env=env, capture_output=True, text=True,

@@ -55,6 +55,7 @@ def test_doctor_passes_on_this_machine(wordnet_dir, tmp_path):
     assert result.returncode == 0, result.stdout
     for name in ("python", "torch", "apache-beam", "img2dataset", "webdataset", "imagededup", "gcsfs"):
         assert checks[name]["status"] in (OK, WARN), checks[name]
+    assert checks["clip vocabulary"]["status"] == OK and "49408 tokens" in checks["clip vocabulary"]["detail"]
     import torch
 
     assert checks["torch"]["detail"] == torch.__version__.split("+")[0] or checks["torch"]["detail"].startswith(torch.__version__.split("+")[0])

@@ -484,6 +484,6 @@ def test_strict_cap_selects_at_most_t_per_entry_on_cc3m_and_expected_is_metaclip
     assert report["overshoot"]["expected"]["selected"] == {
         "max": int(expected.selected.max()), "max_over_t": round(expected.selected.max() / 20, 4),
         "entries_over_t": len(over), "pairs_over_t": int((over.selected - 20).sum())}
-    assert report["kept_pairs"] == len(urls) == report["overshoot"]["strict"]["pairs_kept"]
-    assert other["kept_pairs"] == report["overshoot"]["expected"]["pairs_kept"]
+    assert report["kept_pairs"] == len(urls) == report["overshoot"]["strict"]["kept_pairs"]
+    assert other["kept_pairs"] == report["overshoot"]["expected"]["kept_pairs"]
     assert report["top_overshoot"][0]["selected_expected"] == expected.selected.max()

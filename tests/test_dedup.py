@@ -258,13 +258,13 @@ def test_detect_config_rejects_settings_it_cannot_honour():
 
 
 def test_audit_zero_shot_on_all_clean_and_overlap(tmp_path, photos):
-    """With --checkpoint, each labelled set gets top-1 on All, Clean and Overlap, and they agree
-    with the trainer's own zero-shot evaluation of the same images."""
+    """`wit dedup audit --checkpoint`: each labelled set gets top-1 on All, Clean and Overlap, and
+    they agree with the trainer's own zero-shot evaluation of the same images."""
     import torch
 
-    from dedup import audit
     from dedup import index as index_job
     from trainer import zeroshot
+    from wit import cli
     from trainer.checkpoint import save_model
     from trainer.config import MODELS
     from trainer.models import CLIP
@@ -284,8 +284,9 @@ def test_audit_zero_shot_on_all_clean_and_overlap(tmp_path, photos):
     labels.write_text("file\tlabel\n" + "".join(f"{p.name}\t{names[i % 3]}\n" for i, p in enumerate(photos[0][:6])))
     index_job.run(["--name", "six", "--images", str(eval_dir), "--labels", str(labels), "--out", str(tmp_path / "ix")])
     _write_pool(str(tmp_path), photos[0][:2], photos[1][:2])
-    audit.run(["--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path / "ix"),
-               "--out", str(tmp_path / "audit"), "--checkpoint", str(folder)])
+    assert cli.main(["dedup", "audit", "--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path / "ix"),
+                     "--out", str(tmp_path / "audit"), "--checkpoint", str(folder)]) == 0
+    assert (tmp_path / "audit" / "zero_shot_items.json").exists()
     result = json.loads((tmp_path / "audit" / "report.json").read_text())["eval_sets"]["six"]
     assert (result["all"], result["overlap"], result["clean"]) == (6, 2, 4)
     zs = result["zero_shot"]

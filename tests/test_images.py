@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline.images import ImageConfig, jpeg_size, process
+from core.image_header import jpeg_size
+from pipeline.images import ImageConfig, process
 
 
 def psnr(a: bytes, b: bytes) -> float:
@@ -190,7 +191,7 @@ def test_jpeg_header_counts_libjpegs_coefficient_buffers(photos):
     """Baseline JPEGs decode scan by scan (no whole-image buffer); progressive ones keep every
     coefficient, at full resolution, whatever the output scale: 128 bytes per 8x8 block of each
     component, fewer blocks for subsampled chroma."""
-    from pipeline.images import jpeg_header
+    from core.image_header import jpeg_header
 
     image = Image.open(io.BytesIO(photos[0])).convert("RGB").resize((640, 480))
     for options, buffers in ((dict(), 0), (dict(progressive=True, subsampling=0), 640 * 480 * 3 * 2),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import re
@@ -18,8 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from core.config import parse_config
+from core.jobs import JOBS
 from tests.conftest import require_shared_data
 from wit.testing.shared_data import in_ci
+from wit.testing.dockerfile import instructions
 
 ROOT = Path(__file__).resolve().parents[1]
 DATAFLOW = ["--runner", "DataflowRunner", "--project", "wit-dry-run", "--region", "us-central1",
@@ -56,15 +58,18 @@ def job_inputs(tmp: Path) -> dict[str, list[str]]:
 
 # job -> (steps that must exist, (fan-out step, the Reshuffle right after it) pairs)
 EXPECTED = {
-    "query_list.build": (["ListWikiFiles", "PlanWork", "ReadPages", "CountNgrams", "TopByPmi"],
-                         [("PlanWork", "SpreadWork")]),
-    "pipeline.curate": (["ListPool", "ReadClean", "MergeDuplicates", "Match", "Balance", "WriteUrls", "Report"],
-                        [("ListPool", "SpreadFiles"), ("BatchPairs", "SpreadBatches")]),
-    "pipeline.crawl": (["Shards", "CrawlShard", "CollectStats", "Finish", "LoadEvalIndexes"],
-                       [("Shards", "SpreadShards")]),
-    "dedup.index": (["Images", "Describe", "Collect", "Write"], [("Images", "Spread")]),
-    "dedup.audit": (["Shards", "AuditShard", "LoadIndexes", "CollectResults", "Finish"],
-                    [("Shards", "SpreadShards")]),
+    "query_list.build": (["ListWikiFiles", "Read/PlanWork", "Read/ReadPages", "CountNgrams", "ScoreBigrams/TopByPmi",
+                          "Entries/JoinParts", "Write"],
+                         [("Read/PlanWork", "Read/SpreadWork")]),
+    "pipeline.curate": (["ListPool", "ReadCandidates/ReadClean", "MergeAndMatch/MergeDuplicates", "MergeAndMatch/Match",
+                         "CountAndBalance/Balance", "WriteUrls/Write", "WriteRejects/Write", "Report"],
+                        [("ListPool", "SpreadFiles"), ("MergeAndMatch/BatchPairs", "MergeAndMatch/SpreadBatches")]),
+    "pipeline.crawl": (["Shards", "CrawlShards/CrawlShard", "SettleRepeats/DropRepeats", "TopHosts/TopHosts",
+                        "CollectStats", "Finish", "LoadEvalIndexes"],
+                       [("Shards", "CrawlShards/SpreadShards")]),
+    "dedup.index": (["Images", "DescribeImages/Describe", "Collect", "Write"], [("Images", "DescribeImages/Spread")]),
+    "dedup.audit": (["Shards", "AuditShards/AuditShard", "LoadIndexes", "CollectResults", "Finish"],
+                    [("Shards", "AuditShards/SpreadShards")]),
 }
 
 
@@ -80,11 +85,10 @@ def dry_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dry")
     results = DryRuns()
     results.argv = job_inputs(tmp)
+    jobs = {job.module: job for job in JOBS}
     for name, argv in results.argv.items():
         module = importlib.import_module(name)
-        parser = argparse.ArgumentParser()
-        module.add_arguments(parser)
-        config = module.config_from_args(parser.parse_args(argv))
+        config = parse_config(jobs[name].config_class(), argv)
         pipeline = make_pipeline(pipeline_options(DATAFLOW))
         module.build_pipeline(pipeline, config)
         result = pipeline.run()
@@ -103,43 +107,36 @@ def test_every_job_translates_for_dataflow(name, dry_runs):
     assert not missing, f"{name}: missing steps {missing}"
     assert not any("GroupIntoBatches" in t.unique_name or "group_into_batches" in t.spec.urn
                    for t in transforms.values())
-    producers = {output: t.unique_name for t in transforms.values() for output in t.outputs.values()}
+    producers: dict[str, set] = {}  # a PCollection -> the transforms (leaf and composites) giving it
+    for t in transforms.values():
+        for output in t.outputs.values():
+            producers.setdefault(output, set()).add(t.unique_name)
     for fan_out, reshuffle in breaks:
         assert reshuffle in by_name, f"{name}: no Reshuffle {reshuffle}"
         assert any(sub.startswith(f"{reshuffle}/") and "ReshufflePerKey" in sub for sub in by_name), reshuffle
-        inputs = {producers.get(pc, "").split("/")[0] for pc in by_name[reshuffle].inputs.values()}
+        inputs = {producer for pc in by_name[reshuffle].inputs.values() for producer in producers.get(pc, ())}
         assert fan_out in inputs, f"{name}: {reshuffle} reads {inputs}, not {fan_out}'s output"
-    # the options the job declares are Beam options too: the same flags parse through
-    # PipelineOptions (what Dataflow and Flex Templates carry) to the same values
+    # our flags stay ours: no job registers them in Beam's global option parser (the jobs'
+    # options reach Beam only as the flags our parser leaves over)
     from apache_beam.options.pipeline_options import PipelineOptions
 
     module = importlib.import_module(name)
-    option_classes = [c for c in vars(module).values()
-                      if isinstance(c, type) and issubclass(c, PipelineOptions) and c is not PipelineOptions]
-    assert len(option_classes) == 1, option_classes
-    argv = dry_runs.argv[name]
-    ours = vars(_parser(name).parse_args(argv))
-    beams = PipelineOptions(argv).view_as(option_classes[0]).get_all_options()
-    assert {key: beams[key] for key in ours} == ours
-
-
-def _parser(name: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser()
-    importlib.import_module(name).add_arguments(parser)
-    return parser
+    assert not [c for c in vars(module).values()
+                if isinstance(c, type) and issubclass(c, PipelineOptions) and c is not PipelineOptions]
 
 
 def test_flex_template_parameters_are_job_flags():
     sys.path.insert(0, str(ROOT / "infra/dataflow/flex"))
     import launch
 
-    for job, module_name in launch.JOBS.items():
-        meta = json.loads((ROOT / f"infra/dataflow/flex/{job}.metadata.json").read_text())
-        flags = launch.job_flags(importlib.import_module(module_name))
+    assert launch.JOBS == {job.template: job.module for job in JOBS}
+    for job in JOBS:
+        meta = json.loads((ROOT / f"infra/dataflow/flex/{job.template}.metadata.json").read_text())
+        flags = launch.job_flags(job.config_class())
         for parameter in meta["parameters"]:
             assert "--" + parameter["name"].replace("_", "-") in flags, (job, parameter["name"])
             assert {"name", "label", "helpText"} <= set(parameter)
-    flags = launch.job_flags(importlib.import_module("pipeline.curate"))
+    flags = launch.job_flags(JOBS[1].config_class())
     assert launch.translate(["--max_per_query=200", "--english_only=false", "--temp_location=gs://b/t",
                              "--pool=gs://b/x"], flags) == ["--max-per-query=200", "--temp_location=gs://b/t",
                                                             "--pool=gs://b/x"]
@@ -198,28 +195,12 @@ def _dockerfiles() -> list[Path]:
     return sorted({*ROOT.glob("*Dockerfile*"), *ROOT.glob("infra/**/*Dockerfile*")})
 
 
-def _instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of a Dockerfile: continuation lines joined, comments dropped."""
-    found, pending = [], ""
-    for line in path.read_text().splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        pending += " " + stripped
-        if pending.endswith("\\"):
-            pending = pending[:-1]
-            continue
-        keyword, _, arguments = pending.strip().partition(" ")
-        found.append((keyword.upper(), arguments.strip()))
-        pending = ""
-    return found
-
 
 def _users(path: Path) -> list[str]:
     """The USER of each point the image's user changes; a FROM resets it to the base image's (unknown:
     taken as root), so the last entry is the user the entrypoint runs as."""
     users = []
-    for keyword, arguments in _instructions(path):
+    for keyword, arguments in instructions(path):
         if keyword == "FROM":
             users.append("root")
         elif keyword == "USER":
@@ -229,7 +210,7 @@ def _users(path: Path) -> list[str]:
 
 def _env(path: Path) -> dict[str, str]:
     env = {}
-    for keyword, arguments in _instructions(path):
+    for keyword, arguments in instructions(path):
         if keyword == "ENV":
             env.update(item.split("=", 1) for item in shlex.split(arguments))
     return env
@@ -244,7 +225,7 @@ def test_every_image_runs_as_an_unprivileged_user_or_says_why_not():
     for name, path in names.items():
         user = _users(path)[-1]
         if name in ROOT_IMAGES:  # root by an explicit, explained choice, never by omission
-            assert [k for k, a in _instructions(path) if k == "USER"] and user == "root", name
+            assert [k for k, a in instructions(path) if k == "USER"] and user == "root", name
             assert f"`{name.removeprefix('infra/')}`" in section, f"{name}: not explained in infra/README.md"
         else:
             assert user not in ("root", "0"), f"{name}: its entrypoint runs as root (no USER after the last FROM)"

@@ -1,4 +1,4 @@
-"""Which tar members a shard read back may keep (pipeline.shards.member_problem), and the crawl's
+"""Which tar members a shard read back may keep (core.shards.member_problem), and the crawl's
 cross-shard rewrite (pipeline.exact_duplicates) on a shard holding members no shard should."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import tarfile
 
 import pytest
 
+from core import shards as shard_format
 from pipeline import exact_duplicates, shards
 
 
@@ -27,7 +28,7 @@ def _info(name: str, kind: bytes = tarfile.REGTYPE, target: str = "") -> tarfile
     ("x\n.jpg", "control character in name"), ("x" * 97 + ".jpg", "name too long"),
 ])
 def test_member_names_kept_only_when_plain_and_relative(name, problem):
-    assert shards.member_problem(_info(name)) == problem
+    assert shard_format.member_problem(_info(name)) == problem
 
 
 @pytest.mark.parametrize("kind, problem", [
@@ -36,7 +37,7 @@ def test_member_names_kept_only_when_plain_and_relative(name, problem):
     (tarfile.AREGTYPE, ""), (tarfile.CONTTYPE, ""),
 ])
 def test_only_regular_files_are_kept(kind, problem):
-    assert shards.member_problem(_info("000000001.jpg", kind, "000000000.jpg")) == problem
+    assert shard_format.member_problem(_info("000000001.jpg", kind, "000000000.jpg")) == problem
 
 
 def _hostile_shard(out, keys: list[str]) -> None:

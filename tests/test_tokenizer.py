@@ -53,3 +53,20 @@ def test_cli_trains_from_text_files(tmp_path):
     assert result.returncode == 0, result.stderr
     tokenizer = Tokenizer.load(tmp_path / "tok")
     assert "red car" in tokenizer.decode(tokenizer("a red car")[0].tolist())
+
+
+def test_the_default_vocabulary_ships_in_the_package_and_gives_openclip_ids():
+    """`load_tokenizer(None)` reads trainer/assets (no OpenCLIP needed at run time)."""
+    import hashlib
+    from importlib import resources
+
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from trainer.steps import load_tokenizer
+
+    shipped = resources.files("trainer") / "assets" / "bpe_simple_vocab_16e6.txt.gz"
+    theirs = resources.files("open_clip") / "bpe_simple_vocab_16e6.txt.gz"
+    assert hashlib.sha256(shipped.read_bytes()).digest() == hashlib.sha256(theirs.read_bytes()).digest()
+    ours = load_tokenizer(None)
+    texts = ["A dog &amp; a cat on the beach!", "über café 東京 2024", "it's the end", ""]
+    assert ours.vocab_size == 49408 and torch.equal(ours(texts), SimpleTokenizer()(texts))

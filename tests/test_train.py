@@ -26,8 +26,8 @@ PHRASES = ["a photo of a {}", "a {} in the picture", "this is a {}", "an image s
 
 def make_shards(out: str, count: int, per_shard: int, start: int = 0) -> list[str]:
     """Webdataset shards of real CIFAR-10 photos with captions, and the crawl's sizes.json."""
+    from core.sizes import write_sizes
     from pipeline import shards
-    from core.storage import write_text_atomic
 
     folder = require_shared_data() / "images/eval/cifar10_test_jpg"
     with open(folder / "labels.tsv") as handle:
@@ -40,7 +40,7 @@ def make_shards(out: str, count: int, per_shard: int, start: int = 0) -> list[st
                    for i, row in enumerate(rows[first:first + per_shard])]
         shards.write_shard(out, shard, samples, "jpg")
         sizes[f"{shard:05d}.tar"] = len(samples)
-    write_text_atomic(f"{out}/sizes.json", json.dumps({**sizes, "__total__": sum(sizes.values())}))
+    write_sizes(out, sizes)
     return [f"{out}/{name}" for name in sizes]
 
 
@@ -185,8 +185,9 @@ def test_shard_lists_from_braces_globs_and_manifests(tmp_path):
     assert data_module.resolve_shards([str(tmp_path / "s" / "*.tar")]) == by_manifest
     with pytest.raises(FileNotFoundError):
         data_module.resolve_shards([str(tmp_path / "none" / "*.tar")])
-    (tmp_path / "s" / "sizes.json").unlink()
-    config = data_module.DataConfig(data_module.resolve_shards([str(tmp_path / "s" / "*.tar")]), 8, 32)
+    (tmp_path / "s" / "sizes.json").unlink()  # then the crawl's per-shard _stats.json count them
+    assert data_module.resolve_shards([str(tmp_path / "s" / "*.tar")]) == by_manifest
+    config = data_module.DataConfig(data_module.resolve_shards([str(tmp_path / "s" / "*.tar")], count=False), 8, 32)
     with pytest.raises(ValueError, match="--train-num-samples"):
         config.total_samples
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainer.config import MODELS, CLIPConfig
-from trainer.export import export_openclip, from_openclip_state_dict, load_openclip_export
+from trainer.interop import export_openclip, from_openclip_state_dict, load_openclip_export
 from trainer.loss import ClipLoss
 from trainer.models import CLIP, count_parameters, length_chunks
 

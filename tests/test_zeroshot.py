@@ -83,7 +83,7 @@ def test_bad_inputs_are_clear(cifar, tmp_path):
     bad.write_text("file\tlabel\nx.jpg\tzebra\n")
     with pytest.raises(ValueError, match="neither a class name nor an index"):
         load_labels(bad, ["a", "b"])
-    with pytest.raises(FileNotFoundError, match="not a model folder"):
+    with pytest.raises(FileNotFoundError, match="holds no model"):
         load_model(tmp_path)
 
 

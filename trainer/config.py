@@ -45,12 +45,14 @@ class CLIPConfig:
     init_logit_scale: float = 1 / 0.07
     max_logit_scale: float = 100.0
     grad_checkpointing: bool = False
+    quick_gelu: bool = False  # OpenAI's released models: x * sigmoid(1.702 x) in the Transformers' MLPs
 
     def to_json(self) -> dict:
         """OpenCLIP's model-config layout."""
         vision = asdict(self.vision)
         vision["layers"] = list(vision["layers"]) if isinstance(vision["layers"], tuple) else vision["layers"]
-        return {"embed_dim": self.embed_dim, "vision_cfg": vision, "text_cfg": asdict(self.text)}
+        return {"embed_dim": self.embed_dim, "quick_gelu": self.quick_gelu, "vision_cfg": vision,
+                "text_cfg": asdict(self.text)}
 
     @classmethod
     def from_json(cls, data: dict) -> "CLIPConfig":
@@ -60,7 +62,8 @@ class CLIPConfig:
         known_v = VisionConfig.__dataclass_fields__
         known_t = TextConfig.__dataclass_fields__
         return cls(embed_dim=data["embed_dim"], vision=VisionConfig(**{k: v for k, v in vision.items() if k in known_v}),
-                   text=TextConfig(**{k: v for k, v in data["text_cfg"].items() if k in known_t}))
+                   text=TextConfig(**{k: v for k, v in data["text_cfg"].items() if k in known_t}),
+                   quick_gelu=bool(data.get("quick_gelu", False)))
 
     @classmethod
     def load(cls, path: str | Path) -> "CLIPConfig":

@@ -2,7 +2,8 @@
 
 Shards come from brace patterns (``{00000..04095}.tar``), globs, explicit paths or the crawl's
 ``sizes.json`` manifest, local or remote, opened through fsspec with a retrying reader (no shell
-pipes). The stream of one DataLoader worker is a pure function of ``(seed, epoch, rank, worker)``:
+pipes); their sample counts from :mod:`core.sizes` (a manifest, img2dataset's stats files, or a
+local tar's headers). The stream of one DataLoader worker is a pure function of ``(seed, epoch, rank, worker)``:
 
 1. the shard list is shuffled with ``(seed, epoch)`` (every rank the same), split by rank, then
    by worker; with fewer shards than ranks x workers every worker instead draws shards at random
@@ -13,9 +14,10 @@ pipes). The stream of one DataLoader worker is a pure function of ``(seed, epoch
    from ``(seed, epoch, rank, worker)``; each batch's augmentation draws come from a generator
    seeded with ``(seed, epoch, rank, worker, batch number)``.
 
-Each batch reports how many raw samples its worker has consumed. A checkpoint stores that per
-worker; on resume a worker replays its raw stream up to that count without decoding anything,
-and DataLoader workers are renumbered so the next batch comes from the worker whose turn it is.
+Each batch reports how many raw samples its worker has consumed. :class:`StreamState` keeps
+that per worker (a versioned ``state_dict()`` in every checkpoint); on resume a worker replays
+its raw stream up to that count without decoding anything, and DataLoader workers are
+renumbered so the next batch comes from the worker whose turn it is.
 The sample sequence after a resume is therefore exactly the one an uninterrupted run sees.
 Corrupt samples (undecodable image, no caption) and unreadable or truncated shards are skipped
 and counted, never fatal.
@@ -23,13 +25,14 @@ and counted, never fatal.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
+import os
 import random
-import tarfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 import fsspec
@@ -37,6 +40,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
+
+from core import shards, sizes
 
 log = logging.getLogger(__name__)
 
@@ -79,54 +84,27 @@ class DataConfig:
             return self.num_samples
         counts = [shard.samples for shard in self.shards]
         if any(count is None for count in counts):
-            raise ValueError("sample counts unknown: give the crawl's sizes.json (or keep it beside the shards), "
-                             "or pass --train-num-samples")
+            raise ValueError(sizes.missing_counts_message([s.path for s in self.shards if s.samples is None]))
         return sum(counts)
 
 
 # -- shard lists ---------------------------------------------------------------------------------
-def _manifest_counts(folder: str) -> dict[str, int]:
-    fs, path = fsspec.core.url_to_fs(folder.rstrip("/") + "/sizes.json")
-    if not fs.exists(path):
-        return {}
-    data = json.loads(fs.cat_file(path))
-    return {name: int(count) for name, count in data.items() if not name.startswith("__")}
-
-
-def resolve_shards(patterns: list[str]) -> list[Shard]:
-    """Every shard the patterns name, in order, with its sample count when a manifest knows it."""
-    import braceexpand
-
-    shards: list[Shard] = []
-    for pattern in patterns:
-        if pattern.endswith("sizes.json"):
-            folder = pattern[:-len("sizes.json")].rstrip("/")
-            counts = _manifest_counts(folder)
-            if not counts:
-                raise FileNotFoundError(f"{pattern}: no such manifest, or it lists no shard")
-            shards += [Shard(f"{folder}/{name}", count) for name, count in sorted(counts.items())]
-            continue
-        for expanded in braceexpand.braceexpand(pattern):
-            if any(char in expanded for char in "*?["):
-                files = fsspec.open_files(expanded)
-                if not files:
-                    raise FileNotFoundError(f"no shard matches {expanded!r}")
-                paths = sorted(f.path if "file" in f.fs.protocol else f.full_name for f in files)
-            else:
-                paths = [expanded]
-            shards += [Shard(path) for path in paths]
-    if not shards:
-        raise FileNotFoundError(f"no shards in {patterns}")
-    manifests: dict[str, dict[str, int]] = {}
-    resolved = []
-    for shard in shards:
-        if shard.samples is None:
-            folder, _, name = shard.path.rpartition("/")
-            if folder not in manifests:
-                manifests[folder] = _manifest_counts(folder)
-            shard = Shard(shard.path, manifests[folder].get(name))
-        resolved.append(shard)
-    return resolved
+def resolve_shards(patterns: list[str], count: bool = True) -> list[Shard]:
+    """Every shard the patterns name, in order, with its sample count (``count``: from a
+    ``sizes.json``, img2dataset's ``_stats.json`` files or a local tar's headers,
+    :mod:`core.sizes`). A remote shard nobody counted is an error naming the ways to count it."""
+    paths = sizes.list_shards(patterns)
+    if not count:
+        return [Shard(path) for path in paths]
+    counts, _ = sizes.shard_counts(paths)
+    unknown = [path for path in paths if counts[path] is None]
+    absent = [path for path in unknown if "://" not in path and not os.path.exists(path)]
+    if absent:
+        raise FileNotFoundError(f"no such shard: {', '.join(absent[:3])}"
+                                + (f" and {len(absent) - 3} more" if len(absent) > 3 else ""))
+    if unknown:
+        raise ValueError(sizes.missing_counts_message(unknown))
+    return [Shard(path, counts[path]) for path in paths]
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -184,28 +162,27 @@ class RetryingReader(io.RawIOBase):
 
 
 def raw_samples(path: str, retries: int, stats: dict) -> Iterator[dict]:
-    """{'__key__', '__shard__', ext: bytes} per sample; damage is counted in ``stats``."""
-    current: dict | None = None
+    """{'__key__', '__shard__', ext: bytes} per sample, by the shard contract's key rule
+    (:mod:`core.shards`); members a shard must not hold and a damaged tail are counted in ``stats``."""
     try:
-        with RetryingReader(path, retries) as reader, tarfile.open(fileobj=io.BufferedReader(reader, 1 << 20),
-                                                                  mode="r|*") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                base = info.name.rsplit("/", 1)[-1]
-                key, _, ext = base.partition(".")
-                data = tar.extractfile(info).read()
-                if current is not None and current["__key__"] != key:
-                    yield current
-                    current = None
-                if current is None:
-                    current = {"__key__": key, "__shard__": path}
-                current[ext.lower()] = data
-    except (tarfile.TarError, EOFError, *TRANSIENT) as exc:
+        reader = RetryingReader(path, retries)
+    except TRANSIENT as exc:
         stats["bad_shards"] = stats.get("bad_shards", 0) + 1
-        log.warning("shard %s unreadable or truncated, skipped past: %s", path, exc)
-    if current is not None:
-        yield current
+        log.warning("shard %s unreadable, skipped: %s", path, exc)
+        return
+    with reader:
+        for item in shards.read_tar(io.BufferedReader(reader, 1 << 20), name=path):
+            if isinstance(item, shards.TarSkipped):
+                stats["dropped_members"] = stats.get("dropped_members", 0) + 1
+                log.warning("shard %s: member %r not read: %s", path, item.name, item.reason)
+            elif isinstance(item, shards.TarDamaged):
+                stats["bad_shards"] = stats.get("bad_shards", 0) + 1
+                log.warning("shard %s unreadable or truncated, skipped past: %s", path, item.error)
+            else:
+                sample = {"__key__": item.key, "__shard__": path}
+                for name, data in item.members:
+                    sample[shards.split_member(name)[1].lower()] = data
+                yield sample
 
 
 def shuffled(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:
@@ -420,13 +397,90 @@ def batches(config: DataConfig, plan: WorkerPlan, tokenizer) -> Iterator[dict]:
                             "bad_shards": plan.stats.get("bad_shards", 0)}}
 
 
-class ShardStream(IterableDataset):
-    """One epoch of one rank: ``batches_per_epoch`` batches from ``config.workers`` workers."""
+STATE_VERSION = 1
 
-    def __init__(self, config: DataConfig, tokenizer, epoch: int, rank: int, world: int,
-                 resume: dict | None = None) -> None:
-        self.config, self.tokenizer, self.epoch, self.rank, self.world = config, tokenizer, epoch, rank, world
-        self.resume = resume or {"batches": 0, "workers": {}}
+
+@dataclass
+class WorkerPosition:
+    """How far one logical worker got in the epoch: batches delivered, raw samples consumed
+    (replayed without decoding on resume), corrupt samples skipped, unreadable shards met."""
+
+    batch: int = 0
+    raw: int = 0
+    skipped: int = 0
+    bad_shards: int = 0
+
+
+@dataclass
+class StreamState:
+    """Where one rank's shard stream stands: the epoch, the batches it has delivered in it, and
+    each worker's :class:`WorkerPosition`. Versioned; a restore checks the world size and the
+    worker count, the two settings an exact resume cannot change. Saved in every checkpoint, one
+    per rank (:mod:`trainer.state`)."""
+
+    world: int = 1
+    workers: int = 1  # logical workers (``--workers 0`` streams as one)
+    epoch: int = 0
+    batches: int = 0
+    positions: dict[int, WorkerPosition] = field(default_factory=dict)
+
+    def record(self, position: dict) -> None:
+        """A delivered batch's ``position`` (what :func:`batches` yields with it)."""
+        self.batches += 1
+        self.positions[int(position["worker"])] = WorkerPosition(position["batch"], position["raw"],
+                                                                 position["skipped"], position["bad_shards"])
+
+    def next_epoch(self) -> None:
+        self.epoch, self.batches, self.positions = self.epoch + 1, 0, {}
+
+    @property
+    def skipped(self) -> int:
+        return sum(p.skipped for p in self.positions.values())
+
+    @property
+    def bad_shards(self) -> int:
+        return sum(p.bad_shards for p in self.positions.values())
+
+    def state_dict(self) -> dict:
+        """Plain ints, strings and dicts (what a weights-only checkpoint load accepts)."""
+        return {"version": STATE_VERSION, "world": self.world, "workers": self.workers, "epoch": self.epoch,
+                "batches": self.batches,
+                "positions": {str(worker): asdict(p) for worker, p in sorted(self.positions.items())}}
+
+    def load_state_dict(self, data: dict) -> None:
+        version = data.get("version")
+        if version != STATE_VERSION:
+            raise ValueError(f"data stream state of version {version!r}; this trainer reads version {STATE_VERSION}")
+        if data["world"] != self.world:
+            raise ValueError(f"the data position was saved by {data['world']} ranks, this run has {self.world}: "
+                             "an exact resume needs the same world size")
+        if data["workers"] != self.workers:
+            raise ValueError(f"the data position was saved with {data['workers']} DataLoader worker(s) per rank, "
+                             f"this run has {self.workers}: an exact resume needs the same --workers")
+        self.epoch, self.batches = int(data["epoch"]), int(data["batches"])
+        self.positions = {int(worker): WorkerPosition(**p) for worker, p in data["positions"].items()}
+
+    @staticmethod
+    def legacy(position: dict, world: int, workers: int, epoch: int) -> dict:
+        """The state dict of a checkpoint of format wit-train/2 (an untyped position dict)."""
+        positions = {worker: {name: p[name] for name in ("batch", "raw", "skipped", "bad_shards")}
+                     for worker, p in position["workers"].items()}
+        return {"version": STATE_VERSION, "world": world, "workers": workers, "epoch": epoch,
+                "batches": position["batches"], "positions": positions}
+
+    @classmethod
+    def for_run(cls, config: DataConfig, world: int) -> "StreamState":
+        return cls(world=world, workers=max(1, config.workers))
+
+
+class ShardStream(IterableDataset):
+    """One epoch of one rank: ``batches_per_epoch`` batches from ``config.workers`` workers,
+    from where ``state`` (a :class:`StreamState`, copied) says the epoch stands."""
+
+    def __init__(self, config: DataConfig, tokenizer, rank: int, world: int, state: StreamState | None = None) -> None:
+        self.config, self.tokenizer, self.rank, self.world = config, tokenizer, rank, world
+        self.state = copy.deepcopy(state) if state is not None else StreamState.for_run(config, world)
+        self.epoch = self.state.epoch
 
     @property
     def batches_per_epoch(self) -> int:
@@ -437,15 +491,15 @@ class ShardStream(IterableDataset):
         return len(range(worker, self.batches_per_epoch, workers))
 
     def __len__(self) -> int:
-        return self.batches_per_epoch - self.resume["batches"]
+        return self.batches_per_epoch - self.state.batches
 
     def plan(self, physical: int) -> WorkerPlan:
         workers = max(1, self.config.workers)
-        logical = (physical + self.resume["batches"]) % workers
-        state = self.resume["workers"].get(str(logical), {})  # JSON-style keys, as the trainer records them
+        logical = (physical + self.state.batches) % workers
+        done = self.state.positions.get(logical, WorkerPosition())
         return WorkerPlan(self.epoch, self.rank, self.world, logical, workers, self.quota(logical),
-                          start_batch=state.get("batch", 0), start_raw=state.get("raw", 0),
-                          skipped=state.get("skipped", 0), stats={"bad_shards": state.get("bad_shards", 0)})
+                          start_batch=done.batch, start_raw=done.raw, skipped=done.skipped,
+                          stats={"bad_shards": done.bad_shards})
 
     def __iter__(self):
         info = get_worker_info()

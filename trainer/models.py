@@ -47,14 +47,23 @@ class Attention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
 
 
+class QuickGELU(nn.Module):
+    """``x * sigmoid(1.702 x)``: the GELU approximation OpenAI's released CLIP models were trained
+    with (``CLIPConfig.quick_gelu``); their weights give other features under the exact GELU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
 class ResidualBlock(nn.Module):
-    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(self, width: int, heads: int, mlp_ratio: float, quick_gelu: bool = False) -> None:
         super().__init__()
         hidden = int(width * mlp_ratio)
         self.ln_1 = LayerNorm(width)
         self.attn = Attention(width, heads)
         self.ln_2 = LayerNorm(width)
-        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, hidden)), ("gelu", nn.GELU()),
+        activation = QuickGELU() if quick_gelu else nn.GELU()
+        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, hidden)), ("gelu", activation),
                                               ("c_proj", nn.Linear(hidden, width))]))
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
@@ -63,10 +72,10 @@ class ResidualBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float = 4.0, quick_gelu: bool = False) -> None:
         super().__init__()
         self.width, self.layers = width, layers
-        self.resblocks = nn.ModuleList([ResidualBlock(width, heads, mlp_ratio) for _ in range(layers)])
+        self.resblocks = nn.ModuleList([ResidualBlock(width, heads, mlp_ratio, quick_gelu) for _ in range(layers)])
         self.grad_checkpointing = False
 
     def init_weights(self) -> None:
@@ -89,7 +98,7 @@ class Transformer(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, config: VisionConfig, output_dim: int) -> None:
+    def __init__(self, config: VisionConfig, output_dim: int, quick_gelu: bool = False) -> None:
         super().__init__()
         width, grid = config.width, config.image_size // config.patch_size
         self.conv1 = nn.Conv2d(3, width, kernel_size=config.patch_size, stride=config.patch_size, bias=False)
@@ -97,7 +106,7 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, config.layers, config.heads, config.mlp_ratio)
+        self.transformer = Transformer(width, config.layers, config.heads, config.mlp_ratio, quick_gelu)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
         self.transformer.init_weights()
@@ -238,11 +247,11 @@ class TextTransformer(nn.Module):
     tower does a fraction of the work. ``chunk_tokens = 0`` runs the full context, as OpenCLIP
     does (and so does a ``torch.compile``-d model, which wants static shapes)."""
 
-    def __init__(self, config: TextConfig, output_dim: int) -> None:
+    def __init__(self, config: TextConfig, output_dim: int, quick_gelu: bool = False) -> None:
         super().__init__()
         self.token_embedding = nn.Embedding(config.vocab_size, config.width)
         self.positional_embedding = nn.Parameter(torch.empty(config.context_length, config.width))
-        self.transformer = Transformer(config.width, config.layers, config.heads, config.mlp_ratio)
+        self.transformer = Transformer(config.width, config.layers, config.heads, config.mlp_ratio, quick_gelu)
         self.ln_final = LayerNorm(config.width)
         self.text_projection = nn.Parameter(torch.empty(config.width, output_dim))
         self.chunk_tokens: int | None = None  # None: by device (see forward)
@@ -257,8 +266,8 @@ class TextTransformer(nn.Module):
         x = self.transformer(x, causal=True)
         return self.ln_final(x[torch.arange(x.shape[0], device=x.device), end]) @ self.text_projection
 
-    #: Token rows per chunk when ``chunk_tokens`` is None: on CPU 128-512 measured alike; on GPUs
-    #: larger chunks keep the kernels busy (not measured here).
+    #: Token rows per chunk when ``chunk_tokens`` is None: larger on GPUs, to keep the kernels busy
+    #: (the measurements behind them: docs/trainer.md).
     DEFAULT_CHUNK_TOKENS = {"cpu": 256, "cuda": 4096}
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -281,9 +290,11 @@ class CLIP(nn.Module):
     def __init__(self, config: CLIPConfig) -> None:
         super().__init__()
         self.config = config
-        tower = ModifiedResNet if config.vision.is_resnet else VisionTransformer
-        self.visual = tower(config.vision, config.embed_dim)
-        self.text = TextTransformer(config.text, config.embed_dim)
+        if config.vision.is_resnet:  # convolutions and ReLUs: QuickGELU is for the Transformers only
+            self.visual = ModifiedResNet(config.vision, config.embed_dim)
+        else:
+            self.visual = VisionTransformer(config.vision, config.embed_dim, config.quick_gelu)
+        self.text = TextTransformer(config.text, config.embed_dim, config.quick_gelu)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(config.init_logit_scale)))
         self.set_grad_checkpointing(config.grad_checkpointing)
 

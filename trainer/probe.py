@@ -1,9 +1,10 @@
 """Linear probes (the paper's protocol) and image-text retrieval on frozen CLIP features.
 
 Linear probe: L2-regularised logistic regression (scikit-learn, L-BFGS) on the image features
-of a labelled set, the regularisation strength chosen on a held-out part of the training split,
-accuracy reported on a test split never seen while fitting. Retrieval: recall@k both ways on a
-caption set (an image with several captions counts as retrieved when any of them is).
+of a labelled set, C searched as the paper did on a held-out part of the training split
+(:mod:`trainer.evaluation.probes`), accuracy reported on a test split never seen while fitting.
+Retrieval: recall@k both ways on a caption set (an image with several captions counts as
+retrieved when any of them is). ``wit eval suite`` (:mod:`trainer.evaluation`) builds on these.
 """
 
 from __future__ import annotations
@@ -30,36 +31,19 @@ def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[
     return np.array(sorted(train)), np.array(sorted(test))
 
 
-def linear_probe(features: np.ndarray, labels: np.ndarray, test_fraction: float = 0.3, seed: int = 0,
-                 strengths: Sequence[float] = (0.01, 0.1, 1.0, 10.0, 100.0)) -> dict:
-    from sklearn.linear_model import LogisticRegression
+def linear_probe(features: np.ndarray, labels: np.ndarray, test_fraction: float = 0.3, seed: int = 0) -> dict:
+    """A held-out test split, then the paper's L-BFGS probe with C searched over 1e-6..1e6 on a
+    validation split carved from train (:func:`trainer.evaluation.probes.holdout_probe`)."""
+    from trainer.evaluation.probes import holdout_probe
 
-    train, test = split_indices(labels, test_fraction, seed)
-    fit, held = split_indices(labels[train], 0.2, seed + 1)
-    best_c, best = strengths[0], -1.0
-    for c in strengths:  # the paper sweeps C on a validation split
-        model = LogisticRegression(C=c, max_iter=1000).fit(features[train][fit], labels[train][fit])
-        score = model.score(features[train][held], labels[train][held])
-        if score > best:
-            best_c, best = c, score
-    final = LogisticRegression(C=best_c, max_iter=1000).fit(features[train], labels[train])
-    return {"train": int(len(train)), "test": int(len(test)), "C": best_c, "validation_accuracy": best,
-            "test_accuracy": float(final.score(features[test], labels[test]))}
+    return holdout_probe(features, labels, test_fraction, seed)
 
 
 def recall_at_k(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, text_to_image: Sequence[int],
                 ks: Sequence[int] = (1, 5, 10)) -> dict:
-    owner = torch.tensor(text_to_image)
-    similarity = image_embeddings @ text_embeddings.T  # images x texts
-    result = {}
-    ranked_texts = similarity.argsort(dim=1, descending=True)
-    ranked_images = similarity.T.argsort(dim=1, descending=True)
-    for k in ks:
-        image_hits = (owner[ranked_texts[:, :k]] == torch.arange(len(image_embeddings))[:, None]).any(dim=1)
-        text_hits = (ranked_images[:, :k] == owner[:, None]).any(dim=1)
-        result[f"image_to_text_R@{k}"] = image_hits.float().mean().item()
-        result[f"text_to_image_R@{k}"] = text_hits.float().mean().item()
-    return result
+    from trainer.evaluation.metrics import recall_at_k as recall
+
+    return recall(image_embeddings, text_embeddings, text_to_image, ks)
 
 
 @torch.no_grad()

@@ -34,11 +34,17 @@ log = logging.getLogger(__name__)
 NAME = re.compile(r"step_(\d{8})\.pt$")
 
 
-FORMAT = "wit-train/2"  # /1 kept numpy's RNG state as a numpy array, which a weights-only load refuses
+# /1 kept numpy's RNG state as a numpy array, which a weights-only load refuses; /2 kept each rank's
+# data position as an untyped dict (still read); /3 keeps trainer.data.StreamState's state dict.
+FORMAT = "wit-train/3"
 
 
 class UnsafeCheckpointError(ValueError):
     """A checkpoint that a weights-only load refuses: reading it could run code, so it is not read."""
+
+
+class ResumeError(ValueError):
+    """A checkpoint this run cannot continue exactly (another world size or worker count)."""
 
 
 def rng_state() -> dict:
@@ -156,18 +162,16 @@ def trim_metrics(out: str, step: int) -> list[str]:
     return kept
 
 
-def export_model(out: str, model, tokenizer) -> str:
-    """``OUT/model/``: config.json, model.pt, tokenizer/ (local or remote)."""
-    from trainer.checkpoint import save_model
-
-    target = join(out, "model")
+def save_tokenizer(out: str, tokenizer) -> str:
+    """``OUT/tokenizer/`` once, so a checkpoint of the run is a model by itself (``wit eval``)."""
+    target = join(out, "tokenizer")
     fs, remote = fsspec.core.url_to_fs(target)
+    if fs.exists(f"{remote}/tokenizer_config.json"):  # written last by Tokenizer.save
+        return target
     if not is_object_store(fs):
-        save_model(Path(remote), model, tokenizer)
+        tokenizer.save(Path(remote))
         return target
     with tempfile.TemporaryDirectory() as tmp:
-        save_model(Path(tmp), model, tokenizer)
-        for path in sorted(Path(tmp).rglob("*")):
-            if path.is_file():
-                write_bytes_atomic(join(target, str(path.relative_to(tmp))), path.read_bytes())
+        tokenizer.save(Path(tmp))
+        upload_folder(tmp, target)
     return target

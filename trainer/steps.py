@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 
 def load_tokenizer(spec: str | None):
+    """A saved tokenizer folder, a CLIP-style ``.gz`` merges file, or (None) CLIP's own merges,
+    which ship inside this package (trainer/assets, MIT) so a plain install needs no OpenCLIP."""
     from trainer.tokenizer import Tokenizer
 
     if spec and not spec.endswith(".gz"):
@@ -20,7 +22,8 @@ def load_tokenizer(spec: str | None):
     if spec is None:
         from importlib import resources
 
-        spec = str(resources.files("open_clip") / "bpe_simple_vocab_16e6.txt.gz")
+        with resources.as_file(resources.files("trainer") / "assets" / "bpe_simple_vocab_16e6.txt.gz") as path:
+            return Tokenizer.from_clip_bpe(path)
     return Tokenizer.from_clip_bpe(spec)
 
 

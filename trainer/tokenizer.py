@@ -2,8 +2,8 @@
 
 Two sources:
 
-- :meth:`Tokenizer.from_clip_bpe`: CLIP's own merges file (``bpe_simple_vocab_16e6.txt.gz``, the
-  one shipped inside ``open_clip_torch`` works): the same token ids OpenCLIP gives (tested on
+- :meth:`Tokenizer.from_clip_bpe`: CLIP's own merges file (``bpe_simple_vocab_16e6.txt.gz``, shipped
+  in ``trainer/assets`` with its MIT licence, the default of ``load_tokenizer``): the same token ids OpenCLIP gives (tested on
   real captions), through the Rust implementation;
 - :meth:`Tokenizer.train`: a vocabulary learned from our own captions (``wit tokenizer train``).
 

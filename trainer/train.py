@@ -3,6 +3,7 @@
     torchrun --nproc_per_node=N [--nnodes ...] -m trainer.train \\
         --train-data 'gs://BUCKET/shards/{00000..04095}.tar' [--train-data ...] --model ViT-B-32 \\
         --batch-size PER_RANK (--epochs E | --steps S) --out gs://BUCKET/runs/NAME [--resume latest] \\
+        [--init MODEL_FOLDER|CHECKPOINT|RUN] \\
         [--recipe clip] [--max-minutes M] [--precision bf16|fp16] [--accum-freq K] [--grad-checkpointing] [--compile] \\
         [--text-chunk-tokens N]
 
@@ -30,7 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import torch
@@ -38,9 +39,10 @@ import torch.distributed as dist
 
 from trainer import data as data_module
 from trainer import state
+from trainer.checkpoint import export_model
 from trainer.recipe import PRESET_FIELDS, RECIPES, clip_preset, describe
-from trainer.steps import (Stopper, _nothing, build_model, learning_rate, load_tokenizer, parameter_groups,
-                           train_step)
+from trainer.steps import Stopper, _nothing, build_model, learning_rate, load_tokenizer, parameter_groups
+from trainer.steps import train_step as forward_backward
 from core.storage import is_object_store, join, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class TrainConfig:
     recipe: str | None = None
     train_num_samples: int | None = None
     tokenizer: str | None = None
+    init: str | None = None
     resume: str | None = None
     save_every: int = 1000
     keep: int = 3
@@ -147,6 +150,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "default 256 on CPU, 4096 on GPU")
     add("--tokenizer", default=None, help="a tokenizer folder (`wit tokenizer train`) or CLIP's bpe .txt.gz")
     add("--resume", default=None, help="'latest' or a checkpoint path")
+    add("--init", default=None, metavar="MODEL",
+        help="start from this model's weights, architecture and tokenizer (a model folder, e.g. from `wit import`, "
+             "a training checkpoint or a run folder; local or gs://); --model and --tokenizer are then not used")
     add("--deterministic", action="store_true", help="deterministic kernels (bitwise-equal resumes on CPU)")
     add("--log-keys", action="store_true", help="record every trained sample key in OUT/keys-rank{R}.jsonl")
     add("--zeroshot-images", default=None, help="periodic zero-shot: image folder")
@@ -180,6 +186,19 @@ def optimizer_values(args: argparse.Namespace) -> dict:
     return {name: fallback[name] if getattr(args, name) is None else getattr(args, name) for name in PRESET_FIELDS}
 
 
+@dataclass
+class Window:
+    """What the next metrics line averages over: since ``start``, samples seen (all ranks) and
+    seconds waited for data."""
+
+    start: float = field(default_factory=time.monotonic)
+    samples: int = 0
+    data_wait: float = 0.0
+
+    def reset(self) -> None:
+        self.start, self.samples, self.data_wait = time.monotonic(), 0, 0.0
+
+
 # -- the run -----------------------------------------------------------------------------------------
 class Run:
     def __init__(self, config: TrainConfig) -> None:
@@ -198,8 +217,8 @@ class Run:
         if config.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(config.seed)
-        self.tokenizer = load_tokenizer(config.tokenizer)
-        self.model = build_model(config.model, self.tokenizer, config.grad_checkpointing).to(self.device)
+        self.tokenizer, self.model = self.initial_model()
+        self.model.to(self.device)
         self.model.set_text_chunk_tokens(config.text_chunk_tokens)
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config.weight_decay, config.exempt_embeddings),
                                            lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps,
@@ -207,16 +226,18 @@ class Run:
         # fp16's narrow range needs the loss scaled up before backward (and the step skipped on an
         # overflow); bf16 and fp32 do not, and a disabled scaler passes everything through.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
-        shards = data_module.resolve_shards(config.train_data)
+        shards = data_module.resolve_shards(config.train_data, count=config.train_num_samples is None)
         self.data = data_module.DataConfig(shards, config.batch_size, self.model.config.vision.image_size,
                                            workers=config.workers, seed=config.seed,
                                            shuffle_buffer=config.shuffle_buffer, num_samples=config.train_num_samples,
                                            augment=config.augment, crop_scale=config.crop_scale,
                                            letterbox=config.letterbox)
-        per_epoch = data_module.ShardStream(self.data, self.tokenizer, 0, self.rank, self.world).batches_per_epoch
+        per_epoch = data_module.ShardStream(self.data, self.tokenizer, self.rank, self.world).batches_per_epoch
         self.steps_per_epoch = max(1, per_epoch // config.accum_freq)
         self.total_steps = config.steps or config.epochs * self.steps_per_epoch
-        self.step, self.epoch, self.position = 0, 0, {"batches": 0, "workers": {}}
+        self.step = 0
+        self.data_state = data_module.StreamState.for_run(self.data, self.world)
+        self.skipped, self.bad_shards = 0, 0  # the epoch's so far, as last logged
         self.wrapped = self.model
         if self.distributed:
             ids = [self.local_rank] if self.device.type == "cuda" else None
@@ -226,13 +247,34 @@ class Run:
         from trainer.loss import ClipLoss
 
         self.loss_fn = ClipLoss(local_loss=True, gather_with_grad=True)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype is not None else _nothing
         self.metrics: list[str] = []
         self.writer = None
+        self.keys_log = None
         self.started = time.monotonic()
+
+    def initial_model(self):
+        """The tokenizer and the model to start from: ``--init``'s (any model spec,
+        :func:`trainer.checkpoint.load_model`: its architecture, weights and tokenizer) or a fresh
+        ``--model`` with ``--tokenizer``."""
+        config = self.config
+        if config.init:
+            from trainer.checkpoint import load_model
+
+            model, tokenizer = load_model(config.init)
+            model.set_grad_checkpointing(config.grad_checkpointing)
+            return tokenizer, model.train()
+        tokenizer = load_tokenizer(config.tokenizer)
+        return tokenizer, build_model(config.model, tokenizer, config.grad_checkpointing)
+
+    @property
+    def epoch(self) -> int:
+        return self.data_state.epoch
 
     # -- checkpoints ---------------------------------------------------------------------------
     def payload(self) -> dict | None:
-        mine = {"position": self.position, "rng": state.rng_state()}
+        mine = {"data": self.data_state.state_dict(), "rng": state.rng_state()}
         gathered = [None] * self.world
         if self.distributed:
             dist.all_gather_object(gathered, mine)
@@ -248,6 +290,7 @@ class Run:
     def save(self) -> None:
         payload = self.payload()
         if payload is not None:
+            state.save_tokenizer(self.config.out, self.tokenizer)
             path = state.save_checkpoint(self.config.out, self.step, payload, self.config.keep)
             log.info("checkpoint %s", path)
             self.sync_tensorboard()
@@ -267,20 +310,25 @@ class Run:
             return
         payload = state.load_checkpoint(path)
         if payload["world_size"] != self.world:
-            raise ValueError(f"{path} was written by {payload['world_size']} ranks, this run has {self.world}: "
+            raise state.ResumeError(f"{path} was written by {payload['world_size']} ranks, this run has {self.world}: "
                              "an exact resume needs the same world size")
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         if payload.get("scaler"):  # an fp16 run's loss scale and growth tracker
             self.scaler.load_state_dict(payload["scaler"])
-        self.step, self.epoch = payload["step"], payload["epoch"]
+        self.step = payload["step"]
         mine = payload["ranks"][self.rank]
-        self.position = mine["position"]
+        try:
+            self.data_state.load_state_dict(mine["data"] if "data" in mine else
+                                            data_module.StreamState.legacy(mine["position"], self.world,
+                                                                           self.data_state.workers, payload["epoch"]))
+        except ValueError as exc:
+            raise state.ResumeError(f"{path}: {exc}") from None
         state.set_rng_state(mine["rng"])
         self.restore_metrics(self.step)
         if self.rank == 0:
             log.info("resumed from %s: step %d, epoch %d, batch %d of the epoch", path, self.step, self.epoch,
-                     self.position["batches"])
+                     self.data_state.batches)
 
     # -- logging -------------------------------------------------------------------------------
     def announce(self) -> None:
@@ -350,90 +398,119 @@ class Run:
 
     # -- training ------------------------------------------------------------------------------
     def run(self) -> dict:
-        config = self.config
+        """Restore, then per epoch: batches -> :meth:`train_step` -> :meth:`log` ->
+        :meth:`maybe_evaluate` -> :meth:`maybe_checkpoint` -> :meth:`should_stop`; then :meth:`finish`."""
         self.restore()
-        stopper = Stopper(config.max_minutes)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
-        autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype is not None else _nothing
+        stopper = Stopper(self.config.max_minutes)
         self.announce()
-        keys_log = None
-        if config.log_keys and "://" not in config.out:
-            os.makedirs(config.out, exist_ok=True)
-            keys_log = open(os.path.join(config.out, f"keys-rank{self.rank}.jsonl"), "a")
+        self.open_keys_log()
         bar = self._bar()
-        stopped_by, this_run, skipped, bad_shards = None, 0, 0, 0
+        stopped_by, this_run = None, 0
         self.wrapped.train()
         while self.step < self.total_steps and stopped_by is None:
-            stream = data_module.ShardStream(self.data, self.tokenizer, self.epoch, self.rank, self.world,
-                                             resume=self.position)
+            stream = data_module.ShardStream(self.data, self.tokenizer, self.rank, self.world, self.data_state)
             batches = iter(data_module.loader(stream))
-            window_start, window_samples, data_wait = time.monotonic(), 0, 0.0
+            window = Window()
             while self.step < self.total_steps:
-                micro = []
-                waited = time.monotonic()
-                for _ in range(config.accum_freq):
-                    batch = next(batches, None)
-                    if batch is None:
-                        break
-                    micro.append(batch)
-                data_wait += time.monotonic() - waited
-                if len(micro) < config.accum_freq:
+                micro = self.next_micro_batches(batches, window)
+                if micro is None:
                     break  # the epoch is over (every rank ends it at the same batch)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = learning_rate(self.step, config.lr, config.warmup, self.total_steps)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss = train_step(self.wrapped, micro, self.loss_fn, autocast, config, self.scaler)
-                if config.grad_clip:
-                    self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-                self.scaler.step(self.optimizer)  # skipped when an fp16 gradient overflowed
-                self.scaler.update()
-                self.model.clamp_logit_scale_()
-                self.step += 1
+                loss = self.train_step(micro)
                 this_run += 1
-                for batch in micro:
-                    position = batch["position"]
-                    self.position["batches"] += 1
-                    self.position["workers"][str(position["worker"])] = position
-                    if keys_log is not None:
-                        keys_log.write(json.dumps({"step": self.step, "keys": batch["keys"]}) + "\n")
-                skipped = sum(p["skipped"] for p in self.position["workers"].values())
-                bad_shards = sum(p["bad_shards"] for p in self.position["workers"].values())
-                window_samples += sum(len(b["keys"]) for b in micro) * self.world
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
-                if self.step % config.log_every == 0 or self.step == self.total_steps:
-                    elapsed = time.monotonic() - window_start
-                    self.log_metrics({"step": self.step, "total_steps": self.total_steps, "epoch": self.epoch,
-                                      "loss": round(loss.item(), 6),
-                                      "lr": self.optimizer.param_groups[0]["lr"],
-                                      "logit_scale": round(self.model.logit_scale.exp().item(), 4),
-                                      "samples_per_s": round(window_samples / elapsed, 2) if elapsed else None,
-                                      "data_wait": round(data_wait, 4), "skipped": skipped, "bad_shards": bad_shards,
-                                      **({"loss_scale": self.scaler.get_scale()} if self.scaler.is_enabled() else {})})
-                    window_start, window_samples, data_wait = time.monotonic(), 0, 0.0
-                if config.zeroshot_every and self.step % config.zeroshot_every == 0:
-                    self.zeroshot()
-                if self.step % config.save_every == 0 and self.step < self.total_steps:
-                    self.save()
-                if config.stop_after and this_run >= config.stop_after and self.step < self.total_steps:
-                    stopped_by = "stop-after"
-                elif stopper.should_stop(self.distributed):
-                    stopped_by = "signal or time limit"
+                self.log(loss, micro, window, bar)
+                self.maybe_evaluate()
+                self.maybe_checkpoint()
+                stopped_by = self.should_stop(stopper, this_run)
                 if stopped_by:
                     break
             if stopped_by is None and self.step < self.total_steps:
-                self.epoch += 1
-                self.position = {"batches": 0, "workers": {}}
+                self.data_state.next_epoch()
+        return self.finish(stopped_by, bar)
+
+    def next_micro_batches(self, batches, window: "Window") -> list[dict] | None:
+        """The next ``accum_freq`` batches, or None at the end of the epoch."""
+        micro = []
+        waited = time.monotonic()
+        for _ in range(self.config.accum_freq):
+            batch = next(batches, None)
+            if batch is None:
+                break
+            micro.append(batch)
+        window.data_wait += time.monotonic() - waited
+        return micro if len(micro) == self.config.accum_freq else None
+
+    def train_step(self, micro: list[dict]) -> torch.Tensor:
+        """One optimizer step over the micro-batches; records their data positions."""
+        config = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.step, config.lr, config.warmup, self.total_steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = forward_backward(self.wrapped, micro, self.loss_fn, self.autocast, config, self.scaler)
+        if config.grad_clip:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.scaler.step(self.optimizer)  # skipped when an fp16 gradient overflowed
+        self.scaler.update()
+        self.model.clamp_logit_scale_()
+        self.step += 1
+        for batch in micro:
+            self.data_state.record(batch["position"])
+        self.skipped, self.bad_shards = self.data_state.skipped, self.data_state.bad_shards
+        return loss
+
+    def log(self, loss: torch.Tensor, micro: list[dict], window: "Window", bar) -> None:
+        """The keys log, the progress bar and, every ``log_every`` steps, a metrics line."""
+        if self.keys_log is not None:
+            for batch in micro:
+                self.keys_log.write(json.dumps({"step": self.step, "keys": batch["keys"]}) + "\n")
+        window.samples += sum(len(b["keys"]) for b in micro) * self.world
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if self.step % self.config.log_every == 0 or self.step == self.total_steps:
+            elapsed = time.monotonic() - window.start
+            self.log_metrics({"step": self.step, "total_steps": self.total_steps, "epoch": self.epoch,
+                              "loss": round(loss.item(), 6),
+                              "lr": self.optimizer.param_groups[0]["lr"],
+                              "logit_scale": round(self.model.logit_scale.exp().item(), 4),
+                              "samples_per_s": round(window.samples / elapsed, 2) if elapsed else None,
+                              "data_wait": round(window.data_wait, 4), "skipped": self.skipped,
+                              "bad_shards": self.bad_shards,
+                              **({"loss_scale": self.scaler.get_scale()} if self.scaler.is_enabled() else {})})
+            window.reset()
+
+    def maybe_evaluate(self) -> None:
+        if self.config.zeroshot_every and self.step % self.config.zeroshot_every == 0:
+            self.zeroshot()
+
+    def maybe_checkpoint(self) -> None:
+        if self.step % self.config.save_every == 0 and self.step < self.total_steps:
+            self.save()
+
+    def should_stop(self, stopper: Stopper, this_run: int) -> str | None:
+        """Why the run stops here (``--stop-after``, a signal or the time limit), agreed by all ranks."""
+        if self.config.stop_after and this_run >= self.config.stop_after and self.step < self.total_steps:
+            return "stop-after"
+        if stopper.should_stop(self.distributed):
+            return "signal or time limit"
+        return None
+
+    def open_keys_log(self) -> None:
+        if self.config.log_keys and "://" not in self.config.out:
+            os.makedirs(self.config.out, exist_ok=True)
+            self.keys_log = open(os.path.join(self.config.out, f"keys-rank{self.rank}.jsonl"), "a")
+
+    def finish(self, stopped_by: str | None, bar) -> dict:
+        """The last checkpoint; a finished run also gets its model folder (and zero-shot score)."""
+        config = self.config
         self.save()
-        if keys_log is not None:
-            keys_log.close()
+        if self.keys_log is not None:
+            self.keys_log.close()
         if bar is not None:
             bar.close()
         if stopped_by is None:
             if self.rank == 0:
-                state.export_model(config.out, self.model, self.tokenizer)
+                export_model(config.out, self.model, self.tokenizer)
             if config.zeroshot:
                 self.zeroshot()
         if self.writer:
@@ -441,8 +518,8 @@ class Run:
             self.sync_tensorboard()
             if is_object_store(config.out):
                 shutil.rmtree(self.writer.log_dir, ignore_errors=True)
-        return {"step": self.step, "epoch": self.epoch, "stopped_by": stopped_by, "skipped": skipped,
-                "bad_shards": bad_shards, "rank": self.rank}
+        return {"step": self.step, "epoch": self.epoch, "stopped_by": stopped_by, "skipped": self.skipped,
+                "bad_shards": self.bad_shards, "rank": self.rank}
 
     def _bar(self):
         from core.logs import progress_enabled
@@ -488,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = Run(config)
     try:
         result = run.run()
-    except (FileExistsError, state.UnsafeCheckpointError) as exc:
+    except (FileExistsError, state.UnsafeCheckpointError, state.ResumeError) as exc:
         log.error("%s", exc)
         return 2
     log.info("rank %d: %s", run.rank, result)

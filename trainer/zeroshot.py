@@ -7,6 +7,9 @@ cosine similarity to those class embeddings.
     wit eval linear-probe --checkpoint CKPT_DIR --images DIR --labels labels.tsv [--test-fraction 0.3]
     wit eval retrieval --checkpoint CKPT_DIR --images DIR --captions captions.tsv
 
+The commands are parsed in :mod:`trainer.evaluation.cli`; the whole suite (readers, the
+paper's prompts and metrics, probes, robustness, one report) is ``wit eval suite``.
+
 ``--labels``: a TSV with a header and at least ``file`` (relative to ``--images``) and ``label``
 (a class name or index). ``--classnames`` / ``--templates``: JSON lists, or dicts keyed by task as
 in ``../shared/data/eval_meta/zeroshot`` (then ``--task`` picks one). Without ``--templates`` the
@@ -15,7 +18,6 @@ project's own small template set is used.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -74,18 +76,26 @@ def load_labels(path: str | Path, classnames: Sequence[str]) -> list[tuple[str, 
     return rows
 
 
+def fill(template: str, classname: str) -> str:
+    """A prompt: templates write the class as ``{}`` (ours) or ``{c}`` (CLIP_benchmark's files)."""
+    return template.replace("{c}", classname).replace("{}", classname)
+
+
 @torch.no_grad()
 def build_classifier(model: CLIP, tokenizer, classnames: Sequence[str], templates: Sequence[str],
-                     device: str = "cpu") -> torch.Tensor:
-    """(embed_dim, classes): per class, the normalised mean of its normalised template embeddings."""
+                     device: str = "cpu", chunk: int = 2048) -> torch.Tensor:
+    """(embed_dim, classes): per class, the normalised mean of its normalised template embeddings.
+
+    Every (class, template) prompt is encoded in large batches (the text tower groups rows of
+    similar length), not one class at a time."""
     from core.logs import progress
 
-    weights = []
-    for name in progress(classnames, desc="class embeddings", total=len(classnames), unit="class"):
-        tokens = tokenizer([template.format(name) for template in templates]).to(device)
-        embedding = model.encode_text(tokens).mean(dim=0)
-        weights.append(F.normalize(embedding, dim=-1))
-    return torch.stack(weights, dim=1)
+    prompts = [fill(template, name) for name in classnames for template in templates]
+    embeddings = [model.encode_text(tokenizer(prompts[i:i + chunk]).to(device)).float()
+                  for i in progress(range(0, len(prompts), chunk), desc="class embeddings",
+                                    total=-(-len(prompts) // chunk), unit="chunk")]
+    per_template = F.normalize(torch.cat(embeddings), dim=-1).view(len(classnames), len(templates), -1)
+    return F.normalize(per_template.mean(dim=1), dim=-1).T.contiguous()
 
 
 @torch.no_grad()
@@ -134,68 +144,3 @@ def zeroshot(model: CLIP, tokenizer, images_dir: str, labels_path: str, classnam
     result = accuracy(image_features(model, images), classifier, torch.tensor([label for _, label in rows]), classnames)
     result["templates"] = len(templates)
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True)
-    probe = sub.add_parser("linear-probe", help="logistic regression on frozen image features (held-out split)",
-                           allow_abbrev=False)
-    probe.add_argument("--checkpoint", required=True)
-    probe.add_argument("--images", required=True)
-    probe.add_argument("--labels", required=True, help="TSV with header: file, label")
-    probe.add_argument("--classnames", default=None, help="JSON list or dict by task (labels may then be names)")
-    probe.add_argument("--task", default=None)
-    probe.add_argument("--test-fraction", type=float, default=0.3)
-    probe.add_argument("--seed", type=int, default=0)
-    probe.add_argument("--out", default=None)
-    ret = sub.add_parser("retrieval", help="image-text recall@k on a caption set (e.g. COCO)", allow_abbrev=False)
-    ret.add_argument("--checkpoint", required=True)
-    ret.add_argument("--images", required=True)
-    ret.add_argument("--captions", required=True, help="TSV with header: file, caption (several rows per image)")
-    ret.add_argument("--out", default=None)
-    zs = sub.add_parser("zeroshot", help="zero-shot classification with prompt templates", allow_abbrev=False)
-    zs.add_argument("--checkpoint", required=True, help="a model folder (config.json, model.pt, tokenizer/)")
-    zs.add_argument("--images", required=True, help="folder of images named in --labels")
-    zs.add_argument("--labels", required=True, help="TSV with header: file, label (class name or index)")
-    zs.add_argument("--classnames", required=True, help="JSON list, or dict of lists by task")
-    zs.add_argument("--templates", default=None, help="JSON list, or dict of lists by task (default: ours)")
-    zs.add_argument("--task", default=None)
-    zs.add_argument("--out", default=None, help="write the result here as JSON")
-
-
-def main(args: argparse.Namespace) -> int:
-    from trainer import probe
-    from trainer.checkpoint import load_model
-
-    model, tokenizer = load_model(args.checkpoint)
-    if args.action == "retrieval":
-        result = probe.retrieval(model, tokenizer, args.images, args.captions)
-        print(" ".join(f"{k} {v:.3f}" for k, v in result.items() if "R@" in k))
-        return _write(result, args.out)
-    if args.action == "linear-probe":
-        names = load_task_list(args.classnames, args.task, "class names") if args.classnames else None
-        rows = load_labels(args.labels, names) if names else _indexed_labels(args.labels)
-        result = probe.probe_from_folder(model, args.images, rows, args.test_fraction, args.seed)
-        print(f"linear probe: test accuracy {result['test_accuracy']:.3f} (C={result['C']}, "
-              f"{result['train']} train / {result['test']} test)")
-        return _write(result, args.out)
-    classnames = load_task_list(args.classnames, args.task, "class names")
-    templates = load_task_list(args.templates, args.task, "templates") if args.templates else DEFAULT_TEMPLATES
-    result = zeroshot(model, tokenizer, args.images, args.labels, classnames, templates)
-    print(f"zero-shot {args.task or ''}: top-1 {result['top1']:.3f}, top-5 {result['top5']:.3f} "
-          f"on {result['n']} images, {len(classnames)} classes (chance {result['chance']:.3f})")
-    return _write(result, args.out)
-
-
-def _write(result: dict, out: str | None) -> int:
-    if out:
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
-
-
-def _indexed_labels(path: str) -> list[tuple[str, int]]:
-    """Labels without a class-name list: each distinct label value is a class."""
-    with open(path, newline="") as handle:
-        rows = [(r["file"], r["label"]) for r in csv.DictReader(handle, delimiter="\t")]
-    classes = {label: i for i, label in enumerate(sorted({label for _, label in rows}))}
-    return [(name, classes[label]) for name, label in rows]

@@ -5,8 +5,9 @@
 1. a world (:mod:`wit.demo_world`): a Wikipedia-format dump, page views, a web of rendered scenes
    served on loopback by the test web server, a WARC capture of it, held-out evaluation scenes;
 2. ``wit queries`` -> ``wit curate`` (the WARC) -> ``wit dedup index`` (the evaluation scenes) ->
-   ``wit crawl --eval-index`` into a bucket of a local GCS emulator -> ``wit dedup audit
-   --write-clean``;
+   ``wit crawl --eval-index`` into a bucket of a local GCS emulator (when ``gcp-storage-emulator``
+   is installed, the dev extra; else a local folder ``OUT/bucket`` stands in, said in the log and
+   the report; ``--storage`` picks) -> ``wit dedup audit --write-clean``;
 3. ``wit train``: 2 processes (torchrun, gloo) streaming the clean shards from the bucket, then
    zero-shot classification of the held-out scenes;
 4. ``OUT/report.html`` linking every stage's report, and a summary on the console.
@@ -25,9 +26,11 @@ import subprocess
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.reports import AuditFigures, CrawlFigures, CurationFigures, QueryListFigures
 from wit.demo_world import WorldConfig
 
 log = logging.getLogger("wit.demo")
@@ -43,6 +46,7 @@ class DemoConfig:
     batch_size: int = 32
     model: str = "wit-tiny-32"
     data: Path | None = None  # real inputs in the shared-data layout instead of a generated world
+    storage: str = "auto"  # "emulator" (gs:// on a local GCS emulator), "local" (a folder), or whichever is installed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,10 +56,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, metavar="DIR",
                         help="real inputs in ../shared/data's layout (Wikipedia dumps, CIFAR-10 photos) instead of "
                              "the generated world")
+    parser.add_argument("--storage", choices=("auto", "emulator", "local"), default="auto",
+                        help="where the shards go: a bucket of a local GCS emulator (needs the dev extra), a local "
+                             "folder standing in for it, or auto: the emulator when installed")
 
 
 class StageFailed(RuntimeError):
     pass
+
+
+@contextmanager
+def bucket_storage(choice: str, out: Path):
+    """Yields ``(bucket, note)``: a ``gs://`` bucket on a local GCS emulator, or a local folder
+    standing in for it when the emulator is not installed (a plain ``pip install``)."""
+    from wit.testing.gcs import GCSEmulator, emulator_command
+
+    if choice != "local":
+        try:
+            emulator_command()
+        except FileNotFoundError:
+            if choice == "emulator":
+                raise StageFailed("--storage emulator: gcp-storage-emulator is not installed; "
+                                  "install it with: pip install -c constraints.txt '.[dev]'") from None
+        else:
+            with GCSEmulator(log_path=out / "gcs-emulator.log") as gcs:
+                yield gcs.create_bucket("wit-demo"), "a gs:// bucket on a local GCS emulator"
+            return
+    folder = out / "bucket"
+    shutil.rmtree(folder, ignore_errors=True)  # empty each run, as the emulator's in-memory bucket is
+    folder.mkdir(parents=True)
+    note = (f"a local folder ({folder}) standing in for the bucket" +
+            ("" if choice == "local" else ": gcp-storage-emulator is not installed (pip install '.[dev]' adds it)"))
+    yield str(folder), note
 
 
 class Demo:
@@ -65,6 +97,7 @@ class Demo:
         self.results: dict[str, dict] = {}
         self.commands: dict[str, str] = {}
         self.started = time.monotonic()
+        self.storage = ""
 
     # -- plumbing ------------------------------------------------------------------------------
     def stage(self, number: int, name: str, command: str, fn):
@@ -86,7 +119,6 @@ class Demo:
     def run(self) -> dict:
         from wit import demo_world
         from wit.testing.fakeweb import FakeWeb
-        from wit.testing.gcs import GCSEmulator
 
         out, world_dir = self.out, self.out / "world"
         built: dict = {}
@@ -100,10 +132,12 @@ class Demo:
                     "planted_eval_copies": len(built["planted_eval_copies"]), "classes": len(built["classes"])}
         self.stage(1, "world", "wit demo (the world is regenerated each run)", make_world)
         manifest = built
-        with FakeWeb(root=world_dir / "www") as web, GCSEmulator(log_path=out / "gcs-emulator.log") as gcs:
+        with FakeWeb(root=world_dir / "www") as web, bucket_storage(self.config.storage, out) as (bucket, note):
+            self.storage = note
+            log.info("shards go to %s", note)
+            print(f"      storage: {note}", flush=True)
             base = web.url("/")
             warc = demo_world.write_warc(world_dir, base, manifest["pages"])
-            bucket = gcs.create_bucket("wit-demo")
             self._queries(world_dir)
             self._curate(warc)
             self._index(world_dir)
@@ -125,9 +159,9 @@ class Demo:
 
         def go():
             build.run(argv)
-            stats = json.loads((self.out / "queries" / "query_stats.json").read_text())
-            parts = {name: part.get("kept") for name, part in stats.get("parts", {}).items()}
-            return {"queries": stats.get("size"), "by_source": parts, "wordnet": "--no-wordnet" not in argv}
+            figures = QueryListFigures.read(str(self.out / "queries" / QueryListFigures.FILE))
+            parts = {name: part.get("kept") for name, part in figures.parts.items()}
+            return {"queries": figures.queries, "by_source": parts, "wordnet": "--no-wordnet" not in argv}
         self.stage(2, "queries", "wit queries " + " ".join(argv), go)
 
     def _curate(self, warc: Path) -> None:
@@ -138,8 +172,8 @@ class Demo:
 
         def go():
             curate.run(argv)
-            report = json.loads((self.out / "curated" / "curation_report.json").read_text())
-            return {"pool": report.get("pool_size"), "kept": report.get("kept_pairs", report.get("kept"))}
+            figures = CurationFigures.read(str(self.out / "curated" / CurationFigures.FILE))
+            return {"pool": figures.pool_size, "kept": figures.kept_pairs}
         self.stage(3, "curate", "wit curate " + " ".join(argv), go)
 
     def _index(self, world: Path) -> None:
@@ -162,7 +196,8 @@ class Demo:
 
         def go():
             crawl.run(argv)
-            report = _read_json(f"{bucket}/shards/crawl_report.json")
+            report = _read_json(f"{bucket}/shards/{CrawlFigures.FILE}")
+            CrawlFigures.check(report, f"{bucket}/shards/{CrawlFigures.FILE}")
             _copy(f"{bucket}/shards/crawl_report.html", self.out / "reports" / "crawl_report.html")
             return {"status": report["status"], "success_ratio": report["success_ratio"]}
         self.stage(5, "crawl", "wit crawl " + " ".join(argv), go)
@@ -175,7 +210,8 @@ class Demo:
 
         def go():
             audit.run(argv)
-            report = json.loads((self.out / "dedup" / "audit" / "report.json").read_text())
+            report = json.loads((self.out / "dedup" / "audit" / AuditFigures.FILE).read_text())
+            AuditFigures.check(report, str(self.out / "dedup" / "audit" / AuditFigures.FILE))
             return {"pool": report["pool"], "eval_sets": {k: {x: v[x] for x in ("all", "overlap", "clean",
                                                                                   "contamination_pct")}
                                                           for k, v in report["eval_sets"].items()}}
@@ -203,26 +239,31 @@ class Demo:
         self.stage(7, "train", "torchrun --nproc_per_node 2 -m trainer.train " + " ".join(argv), go)
 
     def _evaluate(self, world: Path) -> None:
-        from trainer import zeroshot
-        from trainer.checkpoint import load_model
+        import yaml
+
+        from trainer.evaluation.suite import SuiteConfig, run_suite
 
         classnames = json.loads((world / "eval" / "classnames.json").read_text())
+        tasks = self.out / "eval" / "tasks.yaml"
 
-        def go():
-            model, tokenizer = load_model(self.out / "run" / "model")
-            result = zeroshot.zeroshot(model, tokenizer, str(world / "eval"), str(world / "eval" / "labels.tsv"),
-                                       classnames, TEMPLATES)
-            result.pop("per_class", None)
+        def go():  # the evaluation suite's code path, on one task: the held-out scenes
+            tasks.parent.mkdir(parents=True, exist_ok=True)
+            task = {"name": "scenes", "reader": "labels_tsv", "path": str(world / "eval"), "classnames": classnames,
+                    "templates": TEMPLATES, "probes": []}
+            tasks.write_text(yaml.safe_dump({"tasks": [task]}))
+            results = run_suite(SuiteConfig(str(self.out / "run" / "model"), str(tasks), str(self.out / "eval")))
+            record = results["tasks"][0]
+            result = {"n": record["data"]["n"], **record["scores"], "chance": 1 / len(classnames),
+                      "templates": record["templates"], "report": str(self.out / "eval" / "report.html")}
             (self.out / "zeroshot.json").write_text(json.dumps(result, indent=2))
             return result
-        self.stage(8, "zero-shot", f"wit eval zeroshot --checkpoint {self.out / 'run' / 'model'} --images "
-                                   f"{world / 'eval'} --labels {world / 'eval' / 'labels.tsv'} --classnames "
-                                   f"{world / 'eval' / 'classnames.json'}", go)
+        self.stage(8, "zero-shot", f"wit eval suite --checkpoint {self.out / 'run' / 'model'} --tasks {tasks} "
+                                   f"--out {self.out / 'eval'}", go)
 
     def _report(self, manifest: dict) -> dict:
         from wit.demo_report import render
 
-        summary = {"out": str(self.out), "seconds": round(time.monotonic() - self.started, 1),
+        summary = {"out": str(self.out), "seconds": round(time.monotonic() - self.started, 1), "storage": self.storage,
                    "stages": self.results, "commands": self.commands, "world": {
                        "pages": len(manifest["pages"]), "images": manifest["images"],
                        "planted_eval_copies": len(manifest["planted_eval_copies"])}}
@@ -309,6 +350,7 @@ def summary_text(summary: dict) -> str:
     crawl = stages.get("crawl", {})
     lines = [
         f"wit demo finished in {summary['seconds'] / 60:.1f} min; report: {Path(summary['out']) / 'report.html'}",
+        f"  storage    {summary.get('storage') or 'not recorded'}",
         f"  world      {summary['world']['pages']} pages, {summary['world']['images']} images "
         f"({summary['world']['planted_eval_copies']} edited copies of evaluation scenes planted)",
         f"  queries    {stages.get('queries', {}).get('queries')} ({stages.get('queries', {}).get('by_source')})",
@@ -331,10 +373,10 @@ def main(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else None
     if args.fast:
         world = WorldConfig(pages=20, images_per_page=16, eval_per_class=4, eval_copies=6, web_per_class=40)
-        config = DemoConfig(out, fast=True, world=world, epochs=args.epochs or 12, data=data)
+        config = DemoConfig(out, fast=True, world=world, epochs=args.epochs or 12, data=data, storage=args.storage)
     else:
         world = WorldConfig(eval_per_class=100 if data else 8)
-        config = DemoConfig(out, world=world, epochs=args.epochs or 30, data=data)
+        config = DemoConfig(out, world=world, epochs=args.epochs or 30, data=data, storage=args.storage)
     try:
         summary = Demo(config).run()
     except StageFailed as exc:

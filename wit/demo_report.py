@@ -1,11 +1,11 @@
-"""The demo's run report: one self-contained HTML page (images inlined) that links every
-stage's own report: query statistics, the curation balance plot, crawl statuses, dedup overlaps
-with thumbnails, the training curve and the zero-shot accuracy."""
+"""The demo's run report: one self-contained HTML page (images inlined, styled by
+:mod:`core.html`): the headline figures (urls, success %, kept pairs, duplicates dropped,
+samples/s, top-1), each stage's key figures with units and its raw JSON one click away, links to
+every stage's own report, the curation balance plot, the training curve."""
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 from pathlib import Path
 
@@ -31,7 +31,49 @@ def _png(path: Path) -> str:
     return f"<img alt='{path.name}' src='data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}'>"
 
 
+def key_figures(summary: dict) -> list[tuple[str, tuple[str, str]]]:
+    """Per stage, the figures a person reads first, with units: ``(stage, (label, text))``."""
+    stages, out = summary["stages"], []
+
+    def add(stage: str, label: str, value, fmt: str = "{:,}", unit: str = "") -> None:
+        if value is not None:
+            out.append((stage, (label, (fmt.format(value) + (" " + unit if unit else "")).strip())))
+
+    world = summary.get("world", {})
+    add("world", "web pages", world.get("pages"))
+    add("world", "images on the web", world.get("images"))
+    queries = stages.get("queries", {})
+    add("queries", "queries", queries.get("queries"))
+    curate = stages.get("curate", {})
+    add("curate", "candidate pairs", curate.get("pool"), unit="pairs")
+    add("curate", "kept pairs", curate.get("kept"), unit="pairs")
+    crawl = stages.get("crawl", {})
+    status = crawl.get("status") or {}
+    add("crawl", "urls crawled", sum(status.values()) if status else None)
+    add("crawl", "images stored", status.get("success"))
+    add("crawl", "crawl success", None if crawl.get("success_ratio") is None else 100 * crawl["success_ratio"], "{:.1f}", "%")
+    add("crawl", "evaluation duplicates dropped", status.get("eval_duplicate"))
+    audit = stages.get("dedup audit", {})
+    add("dedup audit", "pool samples audited", (audit.get("pool") or {}).get("samples"))
+    add("dedup audit", "duplicates dropped", (audit.get("pool") or {}).get("duplicates"))
+    for name, entry in (audit.get("eval_sets") or {}).items():
+        add("dedup audit", f"{name} contamination left", entry.get("contamination_pct"), "{:.2f}", "%")
+    train = stages.get("train", {})
+    add("train", "steps", train.get("steps"))
+    add("train", "final loss", train.get("final_loss"), "{:.3f}")
+    add("train", "training throughput", train.get("samples_per_s"), "{:,.1f}", "samples/s")
+    zs = stages.get("zero-shot", {})
+    add("zero-shot", "zero-shot top-1", None if zs.get("top1") is None else 100 * zs["top1"], "{:.1f}", "%")
+    add("zero-shot", "chance", None if zs.get("chance") is None else 100 * zs["chance"], "{:.1f}", "%")
+    return out
+
+
+HEADLINE = ("urls crawled", "crawl success", "kept pairs", "duplicates dropped", "training throughput", "zero-shot top-1")
+
+
 def render(summary: dict, out: Path) -> str:
+    from core import html
+
     esc = html.escape
     stages = summary["stages"]
     metrics = []
@@ -39,30 +81,36 @@ def render(summary: dict, out: Path) -> str:
     if metrics_path.exists():
         metrics = [json.loads(line) for line in metrics_path.read_text().splitlines()]
     loss = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
-    zs = stages.get("zero-shot", {})
-    rows = "".join(f"<tr><td>{esc(name)}</td><td>{result.get('seconds', '')}</td>"
-                   f"<td><code>{esc(json.dumps({k: v for k, v in result.items() if k != 'seconds'}, default=str)[:300])}"
-                   f"</code></td><td><code>{esc(summary['commands'].get(name, ''))[:400]}</code></td></tr>"
-                   for name, result in stages.items())
-    links = [("query list statistics", "queries/query_stats.json"), ("curation report", "curated/curation_report.json"),
+    figures = key_figures(summary)
+    by_stage: dict[str, list[tuple[str, str]]] = {}
+    for stage, figure in figures:
+        by_stage.setdefault(stage, []).append(figure)
+    headline = [figure for _, figure in figures if figure[0] in HEADLINE]
+    rows = "".join(
+        f"<tr><td>{esc(name)}</td><td class='num'>{result.get('seconds', '')} s</td>"
+        f"<td>{'<br>'.join(f'<b>{esc(text)}</b> {esc(label)}' for label, text in by_stage.get(name, []))}</td>"
+        f"<td>{html.raw_json({k: v for k, v in result.items() if k != 'seconds'}, 'raw JSON')}"
+        f"<details><summary>re-run alone</summary><code>{esc(summary['commands'].get(name, ''))}</code></details></td></tr>"
+        for name, result in stages.items())
+    links = [("query list statistics", "queries/query_stats.json"), ("curation report", "curated/curation_report.html"),
              ("crawl report", "reports/crawl_report.html"), ("dedup audit report", "dedup/audit/report.html"),
              ("dedup audit data", "dedup/audit/report.json"), ("training metrics", "run/metrics.jsonl"),
              ("zero-shot result", "zeroshot.json"), ("demo log", "demo.log"), ("training log", "train.log")]
     link_items = "".join(f"<li><a href='{target}'>{esc(label)}</a>{'' if (out / target).exists() else ' (missing)'}</li>"
                          for label, target in links)
-    accuracy = (f"<p class='big'>Zero-shot top-1 on {zs.get('n')} held-out scenes: <b>{zs.get('top1', 0):.1%}</b> "
+    zs = stages.get("zero-shot", {})
+    accuracy = (f"<p>Zero-shot top-1 on {zs.get('n')} held-out scenes: <b>{zs.get('top1', 0):.1%}</b> "
                 f"(top-5 {zs.get('top5', 0):.1%}; chance {zs.get('chance', 0):.1%})</p>") if zs else ""
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>wit demo report</title><style>"
-        "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}td,th{border:1px solid #ccc;"
-        "padding:4px 8px;vertical-align:top;font-size:13px}table{border-collapse:collapse}code{font-size:12px}"
-        ".big{font-size:20px}</style></head><body>"
-        f"<h1>wit demo</h1><p>The whole chain on a generated world in {summary['seconds'] / 60:.1f} minutes: "
-        f"{summary['world']['pages']} web pages with {summary['world']['images']} images, "
-        f"{summary['world']['planted_eval_copies']} of them edited copies of held-out evaluation scenes.</p>"
-        f"{accuracy}<h2>Stages</h2><table><tr><th>stage</th><th>seconds</th><th>result</th><th>re-run alone</th></tr>"
-        f"{rows}</table><h2>Reports</h2><ul>{link_items}</ul>"
-        f"<h2>Curation balance</h2>{_png(out / 'curated' / 'balance.png')}"
-        f"<h2>Training</h2>{_svg_curve(loss, 'loss')}"
-        "<script>window.addEventListener('load',()=>{const i=[...document.images];document.body.dataset.images=i.length;"
-        "document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length});</script></body></html>")
+    storage = f"<p class='note'>Shards went to {esc(summary['storage'])}.</p>" if summary.get("storage") else ""
+    subtitle = (f"The whole chain on a generated world in {summary['seconds'] / 60:.1f} minutes: "
+                f"{summary['world']['pages']} web pages with {summary['world']['images']} images, "
+                f"{summary['world']['planted_eval_copies']} of them edited copies of held-out evaluation scenes.")
+    return html.page("wit demo", [
+        html.figures(headline), accuracy, storage,
+        html.section("Stages", "<table><tr><th>stage</th><th>time</th><th>key figures</th><th>details</th></tr>"
+                               f"{rows}</table>"),
+        html.section("Reports", f"<ul>{link_items}</ul>"),
+        html.section("Curation balance", _png(out / "curated" / "balance.png")),
+        html.section("Training", _svg_curve(loss, "loss")),
+        html.raw_json(summary, "raw JSON (summary.json)"),
+    ], subtitle=subtitle)

@@ -39,7 +39,7 @@ PACKAGES = {
     "ahocorasick-rs": "ahocorasick_rs",
 }
 
-INSTALL_FIX = "run `make install` (or `pip install -c constraints.txt -e .`) in the wit checkout"
+INSTALL_FIX = "run `make install` (or `pip install -c constraints.txt .`) in the wit checkout"
 
 
 @dataclass
@@ -136,6 +136,20 @@ def check_wordnet(folder: str | None) -> Check:
     return Check("wordnet", OK, str(found))
 
 
+def check_vocabulary() -> Check:
+    """CLIP's BPE merges ship inside the package (trainer/assets): a plain install trains with them."""
+    from importlib import resources
+
+    try:
+        from trainer.steps import load_tokenizer
+
+        path = resources.files("trainer") / "assets" / "bpe_simple_vocab_16e6.txt.gz"
+        tokenizer = load_tokenizer(None)
+    except Exception as exc:  # a missing or damaged file: the finding, whatever it raised
+        return Check("clip vocabulary", FAIL, f"CLIP's BPE merges do not load: {exc}", INSTALL_FIX)
+    return Check("clip vocabulary", OK, f"{tokenizer.vocab_size} tokens from {path}")
+
+
 def check_chromium() -> Check:
     from wit.testing.browser import find_chromium
 
@@ -201,6 +215,7 @@ def run_checks(config: DoctorConfig) -> list[Check]:
     steps += [
         check_beam_runner,
         lambda: check_wordnet(config.wordnet),
+        check_vocabulary,
         check_chromium,
         lambda: check_gcs(config.require_gcs),
         lambda: check_disk(config.disk_path, config.min_free_gb, config.warn_free_gb),

@@ -1,23 +1,26 @@
-"""Flex Template entry point: ``WIT_JOB`` (queries, curate, crawl, dedup_index, dedup_audit)
-names the job. Dataflow passes every template parameter as ``--name=value`` with the metadata's
-underscore names; the job's own flags are hyphenated (``--max-per-query``), Beam's are not
-(``--temp_location``). :func:`translate` maps the first onto the job's flags, turns ``true`` /
-``false`` of a switch into its presence or absence, and leaves Beam's flags alone."""
+"""Flex Template entry point: ``WIT_JOB`` (queries, curate, crawl, dedup_index, dedup_audit:
+the template names of the registry, core.jobs) names the job. Dataflow passes every template
+parameter as ``--name=value`` with the metadata's underscore names (the metadata is generated
+from the job's config: ``python -m wit.generated``); the job's own flags are hyphenated
+(``--max-per-query``), Beam's are not (``--temp_location``). :func:`translate` maps the first
+onto the job's flags, turns ``true`` / ``false`` of a switch into its presence or absence, and
+leaves Beam's flags alone."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
-JOBS = {"queries": "query_list.build", "curate": "pipeline.curate", "crawl": "pipeline.crawl",
-        "dedup_index": "dedup.index", "dedup_audit": "dedup.audit"}
+from core import config
+from core.jobs import JOBS as REGISTRY, by_template
+
+JOBS = {job.template: job.module for job in REGISTRY}
 
 
-def job_flags(module) -> dict[str, argparse.Action]:
+def job_flags(config_class: type) -> dict[str, argparse.Action]:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    module.add_arguments(parser)
+    config.add_arguments(parser, config_class)
     return {flag: action for action in parser._actions for flag in action.option_strings}  # noqa: SLF001
 
 
@@ -41,5 +44,5 @@ if __name__ == "__main__":
     from core.logs import setup_logging
 
     setup_logging()
-    job = importlib.import_module(JOBS[os.environ["WIT_JOB"]])
-    sys.exit(job.run(translate(sys.argv[1:], job_flags(job))))
+    job = by_template(os.environ["WIT_JOB"])
+    sys.exit(job.load().run(translate(sys.argv[1:], job_flags(job.config_class()))))
