@@ -51,7 +51,7 @@ from core import config as config_flags
 from core.beam import run_job
 from core.reports import AuditFigures
 from core.config import group, opt, option
-from core.storage import join, write_bytes_atomic, write_text_atomic
+from core.storage import join, write_bytes_atomic, write_parquet_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +154,7 @@ def write_clean_shard(path: str, read: list[shards.TarSample], duplicates: set[s
             hit = pc.is_in(table.column("key"), value_set=pa.array(sorted(duplicates), pa.string()))
             status = pc.if_else(hit, pa.scalar("eval_duplicate"), table.column("status"))
             table = table.set_column(table.column_names.index("status"), "status", status)
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
-        write_bytes_atomic(join(out, name[:-len(shards.SHARD_SUFFIX)] + ".parquet"), buffer.getvalue())
+        write_parquet_atomic(join(out, shards.shard_stem(name) + shards.STATUS_SUFFIX), table)
     write_bytes_atomic(join(out, name), shards.samples_tar(kept))
     return len(kept)
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from core.storage import write_text_atomic
+from core.storage import parquet_bytes, write_text_atomic
 
 if TYPE_CHECKING:
     from dedup.store import EvalIndex
@@ -41,9 +39,7 @@ def thumbnail_bytes(data: bytes, side: int = 128) -> bytes | None:
 
 def overlaps_table(results: list[dict]) -> bytes:
     rows = [{name: row.get(name) for name in OVERLAP_SCHEMA.names} for result in results for row in result["overlaps"]]
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=OVERLAP_SCHEMA), buffer, compression="zstd")
-    return buffer.getvalue()
+    return parquet_bytes(pa.Table.from_pylist(rows, schema=OVERLAP_SCHEMA))
 
 
 def summarize(results: list[dict], indexes: list["EvalIndex"], detector: dict, write_clean: str | None,

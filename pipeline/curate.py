@@ -31,7 +31,6 @@ Re-balance after the crawl (failed downloads and dedup removals leave entries un
 
 from __future__ import annotations
 
-import io
 import logging
 import sys
 import time
@@ -49,7 +48,7 @@ from pipeline.match import EntryTally, Matcher, load_entries, spaced_form
 from core import config as config_flags
 from core.beam import MergeCounts, run_job, windowed
 from core.config import group, opt, option
-from core.storage import expand_globs, join, write_bytes_atomic
+from core.storage import expand_globs, join, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +366,6 @@ def shard_key(uid: str, shards: int) -> int:
 
 def write_url_shard(element, out: str, shards: int) -> str:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     shard, rows = element
     rows = sorted(rows, key=lambda r: r["uid"])
@@ -375,26 +373,21 @@ def write_url_shard(element, out: str, shards: int) -> str:
                         ("entry_ids", pa.list_(pa.int32())), ("keep_prob", pa.float64()), ("source", pa.string()),
                         ("page_url", pa.string())])
     table = pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
     path = join(out, "urls", f"part-{shard:05d}-of-{shards:05d}.parquet")
-    write_bytes_atomic(path, buffer.getvalue())
+    write_parquet_atomic(path, table)
     return path
 
 
 def write_rejects(element, out: str, shards: int) -> str:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     shard, rows = element
     names = ("reason", "source", "url", "caption", "detail")
     rows = [{name: None if row.get(name) is None else caption_text(row[name])[0] for name in names} for row in rows]
     rows = sorted(rows, key=lambda r: (r["reason"], r["source"], r["url"] or "", r["caption"] or ""))
     schema = pa.schema([(name, pa.string()) for name in names])
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buffer, compression="zstd")
     path = join(out, "rejects", f"part-{shard:05d}-of-{shards:05d}.parquet")
-    write_bytes_atomic(path, buffer.getvalue())
+    write_parquet_atomic(path, pa.Table.from_pylist(rows, schema=schema))
     return path
 
 
@@ -418,7 +411,6 @@ def check_kept(figures: dict, min_ratio: float) -> None:
 
 def finish(_, stats: dict, matched: dict, tallies: dict, config: CurateConfig) -> dict:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     entries = load_entries(config.queries)
     tallies = {name: tallies.get(name, {}) for name in TALLIES}
@@ -430,9 +422,7 @@ def finish(_, stats: dict, matched: dict, tallies: dict, config: CurateConfig) -
         "kept": pa.array([kept.get(i, 0) for i in range(len(entries))], pa.int64()),
         "selected": pa.array([selected.get(i, 0) for i in range(len(entries))], pa.int64()),  # by the entry itself
     })
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    write_bytes_atomic(join(config.out, "entry_counts.parquet"), buffer.getvalue())
+    write_parquet_atomic(join(config.out, "entry_counts.parquet"), table)
     summary_config = {**asdict(config), "target": config.target}
     figures = report.summarize(stats, matched, kept, entries, config.max_per_query, summary_config, tallies,
                                config.cap, config.target)
