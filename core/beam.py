@@ -249,3 +249,16 @@ def freeze_long_lived() -> None:
     import gc
 
     gc.freeze()
+
+
+def job_main(module: str) -> None:
+    """``python -m <job module>``: logging set up, then the job run through its importable module,
+    not ``__main__``: worker processes (multi_processing, Dataflow) unpickle our DoFns and
+    records by module path."""
+    import importlib
+    import sys
+
+    from core.logs import setup_logging
+
+    setup_logging()
+    sys.exit(importlib.import_module(module).run())

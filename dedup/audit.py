@@ -34,7 +34,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -236,9 +235,6 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import importlib
+    from core.beam import job_main
 
-    from core.logs import setup_logging
-
-    setup_logging()
-    sys.exit(importlib.import_module("dedup.audit").run())
+    job_main("dedup.audit")

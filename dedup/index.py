@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -273,9 +272,6 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import importlib
+    from core.beam import job_main
 
-    from core.logs import setup_logging
-
-    setup_logging()
-    sys.exit(importlib.import_module("dedup.index").run())
+    job_main("dedup.index")

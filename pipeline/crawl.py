@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import ssl
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -519,11 +518,6 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run through the importable module, not __main__: worker processes (multi_processing,
-    # Dataflow) unpickle our DoFns and records by module path.
-    import importlib
+    from core.beam import job_main
 
-    from core.logs import setup_logging
-
-    setup_logging()
-    sys.exit(importlib.import_module("pipeline.crawl").run())
+    job_main("pipeline.crawl")

@@ -32,7 +32,6 @@ Re-balance after the crawl (failed downloads and dedup removals leave entries un
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import zlib
 from collections import Counter
@@ -556,11 +555,6 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run through the importable module, not __main__: worker processes (multi_processing,
-    # Dataflow) unpickle our DoFns and records by module path.
-    import importlib
+    from core.beam import job_main
 
-    from core.logs import setup_logging
-
-    setup_logging()
-    sys.exit(importlib.import_module("pipeline.curate").run())
+    job_main("pipeline.curate")

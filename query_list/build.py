@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -502,11 +501,6 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run through the importable module, not __main__: worker processes (multi_processing,
-    # Dataflow) unpickle our DoFns and records by module path.
-    import importlib
+    from core.beam import job_main
 
-    from core.logs import setup_logging
-
-    setup_logging()
-    sys.exit(importlib.import_module("query_list.build").run())
+    job_main("query_list.build")
