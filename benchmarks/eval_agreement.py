@@ -14,8 +14,16 @@ on the same folders (cold feature cache). Both in fp32 on the same device, one p
     .venv/bin/python benchmarks/eval_agreement.py --checkpoint /tmp/wit-cifar/run/model --work /tmp/wit-eval-agree
 
 Agreement goals: zero-shot top-1 and mean-per-class within 0.1 point, retrieval recall@1/5/10
-equal, linear probe within 1 point (CLIP_benchmark trains its probe with AdamW and a weight-decay
-search, ours is the paper's L-BFGS with a C search). Speed goal: anchor wall time / ours >= 1.5.
+equal, linear probe within 1 point. The probes differ in method by design: ours is the paper's
+L-BFGS logistic regression with C searched on a validation split and a refit on train +
+validation; CLIP_benchmark trains a linear layer with AdamW (10 epochs, lr 0.1, weight decay 0 by
+default): the goal row compares with that default, what its users run. Beside it (not in the
+goal, not in the wall time): CLIP_benchmark's own paper-like sweep (weight decay searched on a
+validation split, refit on train + validation; its code cites the paper's appendix A.3), given
+the very split ours carves (same rule, fraction and seed, written as ``probe_train`` and
+``probe_val``), so both search on the same images and refit on the same train + validation.
+Speed goal: anchor wall time / ours >= 1.5 over the
+same four tasks.
 """
 
 from __future__ import annotations
@@ -29,10 +37,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.evaluation import paper_prompts  # noqa: E402
 from trainer.evaluation.export_wds import write_split  # noqa: E402
+from trainer.evaluation.probes import ProbeConfig, stratified_split  # noqa: E402
 
 
 def shared_data() -> Path:
@@ -43,16 +54,25 @@ def shared_data() -> Path:
 def build_sets(data: Path, work: Path, cifar_test: int, cifar_train: int) -> dict[str, Path]:
     sets = {"cifar10": work / "wds_cifar10", "imagenet1k": work / "wds_imagenet1k",
             "mscoco_captions": work / "wds_mscoco_captions", "imagenet1k-gray": work / "wds_imagenet1k-gray"}
-    if all((path / "test" / "nshards.txt").exists() for path in sets.values()):
+    if all((path / "test" / "nshards.txt").exists() for path in sets.values()) and \
+            (sets["cifar10"] / "probe_val" / "nshards.txt").exists():
         return sets
     folder = data / "images/eval/cifar10_test_jpg"
     rows = list(csv.DictReader(open(folder / "labels.tsv", newline=""), delimiter="\t"))
     names = [n for _, n in sorted({(int(r["label_index"]), r["label"]) for r in rows})]
     number = {r["file"]: int(r["file"].rsplit("_", 1)[1].split(".")[0]) for r in rows}
     for split, keep in (("test", lambda n: 200 <= n < 200 + cifar_test), ("train", lambda n: n < cifar_train)):
-        write_split(sets["cifar10"], split, [(Path(r["file"]).stem, (folder / r["file"]).read_bytes(),
-                                              int(r["label_index"])) for r in rows if keep(number[r["file"]])],
-                    classnames=names, templates=paper_prompts.TEMPLATES["cifar10"])
+        samples = [(Path(r["file"]).stem, (folder / r["file"]).read_bytes(), int(r["label_index"]))
+                   for r in rows if keep(number[r["file"]])]
+        write_split(sets["cifar10"], split, samples, classnames=names, templates=paper_prompts.TEMPLATES["cifar10"])
+    # The validation split our probe carves from `train` (same rule, fraction and seed), written
+    # out for CLIP_benchmark's sweep (`--train_split probe_train --val_split probe_val`): both
+    # tools search their regulariser on the same images and refit on the same train + validation.
+    config = ProbeConfig()
+    kept, held = stratified_split(np.array([label for _, _, label in samples]), config.val_fraction, config.seed)
+    for split, chosen in (("probe_train", kept), ("probe_val", held)):
+        write_split(sets["cifar10"], split, [samples[i] for i in sorted(chosen)], classnames=names,
+                    templates=paper_prompts.TEMPLATES["cifar10"])
     photos = data / "images/photos/imagenet_sample"
     classes = list(csv.DictReader(open(photos / "classes.tsv", newline=""), delimiter="\t"))
     samples = [(Path(r["file"]).stem, (photos / r["file"]).read_bytes(), int(r["class_index"])) for r in classes]
@@ -126,23 +146,25 @@ def run_anchor(config: Path, weights: Path, name: str, sets: dict[str, Path], ou
 
     patch_clip_benchmark()
     open_clip.add_model_config(str(config))
-    jobs = [("cifar10", "zeroshot_classification"), ("cifar10", "linear_probe"),
-            ("imagenet1k", "zeroshot_classification"), ("mscoco_captions", "zeroshot_retrieval")]
+    sweep = ["--train_split", "probe_train", "--val_split", "probe_val"]  # its paper-like sweep, our split
+    jobs = [("cifar10", "zeroshot_classification", "", []), ("cifar10", "linear_probe", "", []),
+            ("imagenet1k", "zeroshot_classification", "", []), ("mscoco_captions", "zeroshot_retrieval", "", []),
+            ("cifar10", "linear_probe", "sweep", sweep)]  # printed beside, not timed in the ratio
     scores, times = {}, {}
     out.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    for dataset, task in jobs:
-        output = out / f"{dataset}_{task}.json"
+    for dataset, task, variant, extra in jobs:
+        key = f"{dataset}/{task}" + (f"/{variant}" if variant else "")
+        output = out / f"{key.replace('/', '_')}.json"
         argv = ["eval", "--model", name, "--pretrained", str(weights), "--dataset", f"wds/{dataset}",
                 "--dataset_root", str(sets[dataset]), "--task", task, "--no_amp", "--num_workers", "0",
                 "--batch_size", str(batch_size), "--recall_k", "1", "5", "10", "--output", str(output),
-                "--feature_root", str(out / "features"), "--quiet"]
+                "--feature_root", str(out / f"features{variant}"), "--quiet", *extra]
         sys.argv = ["clip_benchmark", *argv]
         begun = time.monotonic()
         cli.main()
-        times[f"{dataset}/{task}"] = time.monotonic() - begun
-        scores[f"{dataset}/{task}"] = json.loads(output.read_text())["metrics"]
-    times["wall"] = time.monotonic() - started
+        times[key] = time.monotonic() - begun
+        scores[key] = json.loads(output.read_text())["metrics"]
+    times["wall"] = sum(seconds for key, seconds in times.items() if not key.endswith("/sweep"))
     return scores, times
 
 
@@ -160,6 +182,8 @@ def compare(anchor: dict, ours: dict) -> list[tuple[str, float, float, float, fl
         rows.append((f"coco text->image R@{k}", theirs[f"image_retrieval_recall@{k}"], mine[f"text_to_image_R@{k}"], 0.0))
     rows.append(("cifar10 linear probe top-1", anchor["cifar10/linear_probe"]["lp_acc1"],
                  ours["cifar10"]["linear_probe"]["value"], 1.0))
+    rows.append(("  beside: CLIP_benchmark's wd sweep", anchor["cifar10/linear_probe/sweep"]["lp_acc1"],
+                 ours["cifar10"]["linear_probe"]["value"], None))
     return [(what, a, b, abs(a - b) * 100, tol) for what, a, b, tol in rows]
 
 
@@ -187,7 +211,8 @@ def main() -> int:
     ours, our_times = run_ours(args.checkpoint, sets, work / f"ours-{stamp}", args.batch_size)
     print(f"{'what':38s} {'CLIP_benchmark':>14s} {'ours':>8s} {'diff(pt)':>9s} {'goal(pt)':>9s}")
     for what, a, b, diff, tol in compare(anchor, ours):
-        print(f"{what:38s} {100 * a:14.2f} {100 * b:8.2f} {diff:9.3f} {'<=' if diff <= tol + 1e-9 else '> '}{tol:7.1f}")
+        goal = "      -" if tol is None else f"{'<=' if diff <= tol + 1e-9 else '> '}{tol:7.1f}"
+        print(f"{what:38s} {100 * a:14.2f} {100 * b:8.2f} {diff:9.3f} {goal}")
     print("seconds per task: CLIP_benchmark " + ", ".join(f"{k} {v:.1f}" for k, v in anchor_times.items() if k != "wall"))
     print("seconds per task: ours           " + ", ".join(f"{k} {v:.1f}" for k, v in our_times.items() if k != "wall"))
     ratio = anchor_times["wall"] / our_times["wall"]

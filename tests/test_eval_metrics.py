@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.evaluation import metrics, probes, robustness
+from trainer.evaluation import metrics, probes, robustness, testbed_fits
 
 
 def test_voc_11_point_ap_on_a_crafted_ranking():
@@ -97,3 +97,57 @@ def test_effective_robustness_against_a_logit_linear_fit():
     assert "effective_robustness" not in robustness.summary(0.75, {"a": 0.5}, None)
     with pytest.raises(ValueError, match="two or more"):
         robustness.fit_logit_line([0.5], [0.4])
+
+
+def test_testbed_rules_keep_only_standard_models_above_the_floor():
+    types = ("model_types_map = {\n 'std_a': ModelTypes.STANDARD,\n 'std_b': ModelTypes.STANDARD,\n"
+             " 'std_c': ModelTypes.STANDARD,\n 'std_low': ModelTypes.STANDARD,\n 'more': ModelTypes.MORE_DATA,\n"
+             " 'std_aws': ModelTypes.STANDARD,\n}\nfor i in range(3):\n    model_types_map[f'x{i}'] = ModelTypes.STANDARD\n")
+    standard = testbed_fits.standard_models(types)
+    assert standard == {"std_a", "std_b", "std_c", "std_low", "std_aws"}  # the dict's literal entries
+    on_line = {"std_a": 60.0, "std_b": 70.0, "std_c": 80.0}  # shifted = sigmoid(0.8 logit(x) - 0.5)
+    rows = [{"model": m, "val": str(v), "imagenetv2-matched-frequency-format-val":
+             str(100 * robustness.sigmoid(0.8 * robustness.logit(v / 100) - 0.5))} for m, v in on_line.items()]
+    rows += [{"model": "std_low", "val": "40", "imagenetv2-matched-frequency-format-val": "39"},  # under 55 %
+             {"model": "more", "val": "75", "imagenetv2-matched-frequency-format-val": "74"},  # more data
+             {"model": "std_aws", "val": "75", "imagenetv2-matched-frequency-format-val": "74"},  # an aws rerun
+             {"model": "std_a_subsample", "val": "65", "imagenetv2-matched-frequency-format-val": ""}]
+    (v2,) = [rule for rule in testbed_fits.RULES if rule.name == "imagenetv2"]
+    line = testbed_fits.fit_testbed(rows, standard, "abc", (v2,))["imagenetv2"]
+    assert line["models"] == 3 and line["slope"] == pytest.approx(0.8) and line["intercept"] == pytest.approx(-0.5)
+    assert "imagenet-testbed" in line["source"] and "abc" in line["source"]
+    with pytest.raises(ValueError, match="two or more models"):
+        testbed_fits.fit_testbed(rows[:1], standard, "abc", (v2,))
+
+
+def test_shipped_lines_put_a_standard_resnet50_on_the_line():
+    # The testbed's ResNet-50: 76.13 % ImageNet, 63.21 % ImageNetV2, 24.09 % Sketch; 0 % on
+    # ImageNet-A (by construction of A) at 91.86 % on A's classes.
+    lines = testbed_fits.load_fits()
+    assert set(testbed_fits.AVERAGED) | {"average"} == set(lines)
+    assert robustness.predicted(lines["imagenetv2"], 0.7613) == pytest.approx(0.6321, abs=0.01)
+    assert robustness.predicted(lines["imagenet_sketch"], 0.7613) == pytest.approx(0.2409, abs=0.01)
+    low, high = lines["imagenet-a"]["pieces"]
+    assert robustness.predicted(lines["imagenet-a"], 0.90) == pytest.approx(robustness.predicted(low, 0.90))
+    assert robustness.predicted(lines["imagenet-a"], 0.95) == pytest.approx(robustness.predicted(high, 0.95))
+    for line in lines.values():
+        assert "imagenet-testbed" in line["source"]
+
+
+def test_summary_uses_the_shipped_lines():
+    lines = testbed_fits.load_fits()
+    five = {name: 0.3 for name in testbed_fits.AVERAGED}
+    full = robustness.summary(0.7, five, None)  # the five paper shifts: the average's line applies
+    assert full["fit"]["name"] == "average"
+    assert full["effective_robustness"] == pytest.approx(0.3 - robustness.predicted(lines["average"], 0.7))
+    assert set(full["per_shift"]) == {"imagenetv2", "imagenet_sketch"}  # lines drawn against full ImageNet
+    assert full["per_shift"]["imagenetv2"]["effective_robustness"] == pytest.approx(
+        0.3 - robustness.predicted(lines["imagenetv2"], 0.7))
+    some = robustness.summary(0.7, {"imagenetv2": 0.6, "my-shift": 0.5}, None)
+    assert "effective_robustness" not in some and set(some["per_shift"]) == {"imagenetv2"}
+    named = robustness.summary(0.7, {"my-shift": 0.5}, "imagenetv2")  # a task file naming a shipped line
+    assert named["effective_robustness"] == pytest.approx(0.5 - robustness.predicted(lines["imagenetv2"], 0.7))
+    with pytest.raises(ValueError, match="not a shipped line"):
+        robustness.summary(0.7, {"my-shift": 0.5}, "imagenet-z")
+    with pytest.raises(ValueError, match="slope and intercept"):
+        robustness.summary(0.7, {"my-shift": 0.5}, {"slope": 1.0})

@@ -127,6 +127,9 @@ def test_task_files_and_predefined_tasks(tmp_path):
                     "  - cifar10\n  - {name: mine, reader: labels_tsv, path: /x, metric: mean_per_class}\n")
     loaded = load_tasks(str(spec))
     assert [t.path for t in loaded.tasks] == ["/d/wds_cifar10", "/x"] and loaded.robustness_fit["slope"] == 1.0
+    spec.write_text("data_root: /d\nrobustness_fit: imagenet-z\ntasks:\n  - cifar10\n")
+    with pytest.raises(ValueError, match="tasks.yaml: robustness_fit: 'imagenet-z' is not a shipped line"):
+        load_tasks(str(spec))
     spec.write_text("tasks:\n  - {name: mine, path: /x, colour: red}\n")
     with pytest.raises(ValueError, match=r"unknown fields \['colour'\]"):
         load_tasks(str(spec))

@@ -196,6 +196,8 @@ def test_dev_packages_are_not_importable_but_ours_are(fresh_venv):
     assets = Path(where.strip()).parent / "assets"
     assert (assets / "bpe_simple_vocab_16e6.txt.gz").is_file()  # CLIP's vocabulary ships in the wheel,
     assert "Permission is hereby granted" in (assets / "LICENSE.open_clip.txt").read_text()  # with its licence
+    lines = json.loads((assets.parent / "evaluation" / "testbed_fits.json").read_text())  # effective robustness's lines
+    assert {"imagenetv2", "imagenet_sketch", "imagenet-r", "imagenet-a", "objectnet", "average"} <= set(lines)
 
 
 def test_version_doctor_train_and_eval_from_the_wheel(fresh_venv, tmp_path):

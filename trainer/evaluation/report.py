@@ -121,7 +121,11 @@ def _robustness_text(results: dict) -> str:
                  f"logit(shift) = {fit['slope']:.4f} logit(ImageNet) + {fit['intercept']:.4f} "
                  f"(source: {html.escape(str(fit.get('source', 'task file')))})")
     else:
-        text += "; no reference fit given, so no effective robustness (see docs/eval.md)"
+        text += ("; no reference line for this set of shifts (the shipped average line needs the five paper "
+                 "shifts; name one with robustness_fit, see docs/eval.md), so no effective robustness of the average")
+    for name, row in (s.get("per_shift") or {}).items():
+        text += (f"; {html.escape(name)}: effective robustness {_pct(row['effective_robustness'])} points "
+                 f"(the line predicts {_pct(row['expected'])}%)")
     return f"<p id='robustness-summary'>{text}</p>"
 
 

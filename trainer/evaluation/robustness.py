@@ -6,10 +6,14 @@ set minus the accuracy that ImageNet-trained models of the same ImageNet accurac
 That baseline is a line fitted to many ImageNet models in logit space:
 ``logit(shift_acc) = slope * logit(imagenet_acc) + intercept``.
 
-The coefficients come from the user (the task file's ``robustness_fit``, or a CSV of reference
-models' accuracies fitted by :func:`fit_logit_line`, e.g. the accuracies published with Taori et
-al.'s testbed): this package ships no numbers it cannot cite. Without a fit the report gives
-each shift's accuracy, their average and the drop from ImageNet, and no effective robustness.
+The package ships the lines fitted from Taori et al.'s published testbed accuracies
+(:mod:`trainer.evaluation.testbed_fits`, with their source): one per shift and one for the
+average of the five. A shift whose line is drawn against full ImageNet accuracy (ImageNetV2,
+ImageNet-Sketch) gets its own effective robustness; the average of the five paper shifts gets
+the ``average`` line. The task file's ``robustness_fit`` overrides the average's line: a mapping
+``{slope, intercept, source}``, or the name of a shipped line; :func:`fit_from_csv` fits one
+from a CSV of reference models. Without a line the report gives each shift's accuracy, their
+average and the drop from ImageNet, and says why there is no effective robustness.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import csv
 import math
 from typing import Sequence
+
+from trainer.evaluation import testbed_fits
 
 
 def logit(p: float) -> float:
@@ -53,18 +59,51 @@ def fit_from_csv(path: str, imagenet_column: str = "imagenet", shifted_column: s
 
 
 def predicted(fit: dict, imagenet_accuracy: float) -> float:
+    """The line's shifted accuracy at an ImageNet accuracy (0-1); a line of pieces picks its piece."""
+    for piece in fit.get("pieces", ()):
+        if imagenet_accuracy < piece.get("below", 2) and imagenet_accuracy >= piece.get("above", -1):
+            return predicted(piece, imagenet_accuracy)
     return sigmoid(fit["slope"] * logit(imagenet_accuracy) + fit["intercept"])
 
 
-def summary(imagenet_accuracy: float | None, shifts: dict[str, float], fit: dict | None) -> dict:
-    """Each shift's accuracy, the average, the drop from ImageNet and (with a fit) the effective
-    robustness of the average: average shifted accuracy minus the fit's prediction."""
+def resolve_fit(fit: dict | str | None, shifts: dict[str, float]) -> dict | None:
+    """The average's line: the task file's (a mapping or a shipped line's name), else the shipped
+    ``average`` line when the shifts are exactly the five it was fitted on."""
+    shipped = testbed_fits.load_fits()
+    if isinstance(fit, str):
+        if fit not in shipped:
+            raise ValueError(f"robustness_fit: {fit!r} is not a shipped line ({', '.join(sorted(shipped))})")
+        return {**shipped[fit], "name": fit}
+    if fit is not None:
+        if not isinstance(fit, dict) or not {"slope", "intercept"} <= set(fit):
+            raise ValueError(f"robustness_fit: a mapping with slope and intercept, or a shipped line's name; got {fit!r}")
+        return fit
+    if set(shifts) == set(testbed_fits.AVERAGED):
+        return {**shipped["average"], "name": "average"}
+    return None
+
+
+def summary(imagenet_accuracy: float | None, shifts: dict[str, float], fit: dict | str | None) -> dict:
+    """Each shift's accuracy, the average, the drop from ImageNet and, where a line applies, the
+    effective robustness: shifted accuracy minus the line's prediction at the model's ImageNet
+    accuracy, per shift (lines drawn against full ImageNet) and for the average."""
     if not shifts:
         return {}
     average = sum(shifts.values()) / len(shifts)
+    fit = resolve_fit(fit, shifts)
     result = {"imagenet": imagenet_accuracy, "shifts": shifts, "average": average, "fit": fit}
     if imagenet_accuracy is not None:
         result["drop"] = imagenet_accuracy - average
+        shipped = testbed_fits.load_fits()
+        per_shift = {}
+        for name, accuracy in shifts.items():
+            line = shipped.get(name)
+            if line and line["x"] == "imagenet1k":
+                expected = predicted(line, imagenet_accuracy)
+                per_shift[name] = {"expected": expected, "effective_robustness": accuracy - expected,
+                                   "source": line["source"]}
+        if per_shift:
+            result["per_shift"] = per_shift
         if fit:
             result["expected_average"] = predicted(fit, imagenet_accuracy)
             result["effective_robustness"] = average - result["expected_average"]

@@ -5,7 +5,7 @@ to fill in, or nothing when ``--data-root`` holds CLIP_benchmark's ``wds_<name>`
 spells every field::
 
     data_root: /data/clip_benchmark        # optional; --data-root overrides
-    robustness_fit: {slope: 1.0, intercept: -0.5, source: "..."}   # optional, see robustness.py
+    robustness_fit: average              # optional: a shipped line's name, or {slope, intercept, source}
     tasks:
       - name: cifar10                      # predefined: reader, metric, prompts filled in
         path: /data/wds_cifar10
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from trainer.evaluation import paper_prompts
+from trainer.evaluation import paper_prompts, robustness
 
 METRICS = ("top1", "mean_per_class", "map_11point", "roc_auc", "recall")
 
@@ -147,7 +147,7 @@ def subset_indices(name: str) -> list[int]:
 @dataclass
 class TaskList:
     tasks: list[Task]
-    robustness_fit: dict | None = None
+    robustness_fit: dict | str | None = None  # see robustness.resolve_fit
 
 
 def load_tasks(spec: str, data_root: str | None = None) -> TaskList:
@@ -163,7 +163,13 @@ def load_tasks(spec: str, data_root: str | None = None) -> TaskList:
             raise ValueError(f"{spec}: a task file is a mapping with a `tasks:` list")
         root = data_root or document.get("data_root")
         tasks = [_task(entry, root, spec) for entry in document["tasks"]]
-        return TaskList(tasks, document.get("robustness_fit"))
+        fit = document.get("robustness_fit")
+        if fit is not None:
+            try:
+                robustness.resolve_fit(fit, {})  # a wrong line fails now, not after the suite has run
+            except ValueError as exc:
+                raise ValueError(f"{spec}: {exc}") from exc
+        return TaskList(tasks, fit)
     names = []
     for name in (n.strip() for n in spec.split(",") if n.strip()):
         names += PAPER_27 if name == "paper" else ROBUSTNESS if name == "robustness" else [name]
