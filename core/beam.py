@@ -230,6 +230,16 @@ def run_job(argv, *, prog: str, doc: str, config: type, build_pipeline) -> objec
         job_config = flags.config_from_args(config, args)
     except ValueError as exc:
         parser.error(str(exc))
+    return run_config(job_config, build_pipeline, beam_args)
+
+
+def run_config(job_config, build_pipeline, beam_args: Sequence[str] = ()) -> object:
+    """A job run from its config built in code (tests, the demo): Beam's flags as ``run_job``
+    takes them, the local runner pinned with one worker process per core unless they say
+    otherwise, the graph built and run to the end. Returns ``job_config``."""
+    unknown = unknown_beam_args(beam_args)
+    if unknown:
+        raise ValueError(f"unrecognized Beam arguments: {' '.join(unknown)}")
     pipeline = make_pipeline(use_all_cores(pipeline_options(beam_args), beam_args))
     build_pipeline(pipeline, job_config)
     freeze_long_lived()

@@ -7,6 +7,7 @@ the nested fields that are flags (their defaults stay in the nested class: writt
 
     add_arguments(parser, CrawlConfig)         # the argparse arguments
     config_from_args(CrawlConfig, namespace)   # the config back (ValueError: a clear message)
+    to_argv(CrawlConfig(urls=..., out=...))    # the flags a user would type for that config
     template_metadata(CrawlConfig, name, text) # a Flex Template metadata document
     flags_table(CrawlConfig)                   # a markdown table for docs/flags.md
 
@@ -39,6 +40,7 @@ class Opt:
     choices: tuple | None = None
     metavar: str | None = None
     parse: Callable[[Any], Any] | None = None  # flag value -> field value (e.g. read a file)
+    unparse: Callable[[Any], Any] | None = None  # field value -> flag value, where ``parse`` has an inverse
     shown: Callable[[Any], Any] | None = None  # field default -> flag default (e.g. bytes -> MB)
     label: str | None = None  # Flex Template label (default: from the flag name)
     gcs: bool = False  # a path that must be gs:// in a Flex Template
@@ -197,6 +199,43 @@ def parse_config(cls: type, argv: list[str]):
         return config_from_args(cls, parser.parse_args(argv))
     except ValueError as exc:
         parser.error(str(exc))
+
+
+def to_argv(config) -> list[str]:
+    """The flags that give ``config`` back through the parser, its defaults left out: how tests and
+    the demo build a config in code and still show (or hand on) the command line a user would type.
+    A field read through ``parse`` without an ``unparse`` (a file's contents) cannot be written back
+    and raises ``ValueError`` naming the flag."""
+    argv: list[str] = []
+    for flag in flags_of(type(config)):
+        value = config
+        for name in flag.path:
+            value = getattr(value, name)
+        if not flag.required and value == flag.default:
+            continue
+        name = flag.names[0]
+        if flag.opt.parse is not None and flag.opt.unparse is None:
+            raise ValueError(f"{name}: this config holds what the flag's value was read into; give {name} on the "
+                             "command line instead")
+        if flag.opt.unparse is not None:
+            value = flag.opt.unparse(value)
+        elif flag.opt.shown is not None:
+            value = flag.opt.shown(value)
+        if flag.kind == "switch":
+            argv.append(name)  # a switch differs from its default only one way
+        elif flag.kind == "repeat":
+            for item in value:
+                argv += [name, str(item)]
+        else:
+            argv += [name, str(value)]
+    return argv
+
+
+def command_line(prog: str, config) -> str:
+    """``prog`` and ``config``'s flags, quoted for a shell."""
+    import shlex
+
+    return shlex.join([*prog.split(), *to_argv(config)])
 
 
 # -- generated documents -------------------------------------------------------------------------

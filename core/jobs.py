@@ -31,6 +31,20 @@ class Job:
     def config_class(self) -> type:
         return getattr(self.load(), self.config)
 
+    def run_config(self, config, beam_args: tuple[str, ...] = ()) -> object:
+        """Run this job on a config built in code (:func:`core.beam.run_config`)."""
+        from core.beam import run_config
+
+        if not isinstance(config, self.config_class()):
+            raise TypeError(f"{self.prog} runs a {self.config}, not a {type(config).__name__}")
+        return run_config(config, self.load().build_pipeline, beam_args)
+
+    def command_line(self, config) -> str:
+        """What a user types for ``config`` (:func:`core.config.command_line`)."""
+        from core.config import command_line
+
+        return command_line(self.prog, config)
+
 
 JOBS: tuple[Job, ...] = (
     Job(("queries",), "query_list.build", "QueryListConfig", "queries",
@@ -46,6 +60,14 @@ JOBS: tuple[Job, ...] = (
 )
 
 GROUPS = {"dedup": "evaluation-set near-duplicates: `wit dedup index` and `wit dedup audit` (Beam jobs)"}
+
+
+def by_command(*command: str) -> Job:
+    """The job of ``wit crawl`` (``by_command("crawl")``) or ``wit dedup audit``."""
+    for job in JOBS:
+        if job.command == command:
+            return job
+    raise KeyError(f"no job `wit {' '.join(command)}`; one of {', '.join(job.prog for job in JOBS)}")
 
 
 def by_template(name: str) -> Job:

@@ -69,8 +69,9 @@ class CrawlConfig:
     url_col: str = option("url", help="url column of the url lists")
     caption_col: str = option("caption", help="caption column of the url lists")
     shard_size: int = option(1000, help="input rows per shard")
-    # downloads in flight per worker: the best of 128/256/512 on the WAN benchmark
-    threads: int = option(256, flag="--threads-per-worker",
+    # downloads in flight per worker: on the WAN benchmark 256 took ~10% more CPU than 128 (the
+    # GIL's hand-offs) for ~10% less wall time; the crawl is paid by the CPU-second
+    threads: int = option(128, flag="--threads-per-worker",
                           help="downloads in flight per worker process (most of them wait on the network)")
     # of those, how many decode/resize at once; 0 = its share of the cores
     image_threads: int = option(0, help="of those threads, how many decode and resize at once (0: the worker "
@@ -89,13 +90,14 @@ class CrawlConfig:
                           flag="--allow-private-addresses", template=False),
         allow_networks=opt("a non-public network to allow all the same, e.g. 127.0.0.0/8 (tests); repeatable",
                            flag="--allow-network", metavar="CIDR", template=False,
-                           parse=lambda values: tuple(allowed_networks_text(values))),
+                           parse=lambda values: tuple(allowed_networks_text(values)), unparse=list),
         ca_pem=opt("PEM certificates to trust for https (local or gs://; read once, sent to the workers); "
                    "default: $SSL_CERT_FILE, $REQUESTS_CA_BUNDLE, else certifi's bundle",
                    flag="--ca-bundle", metavar="FILE", shown=lambda pem: None,
                    parse=lambda path: read_ca_bundle(path)),
         hosts=opt("use ADDRESS for HOST instead of DNS (as curl --resolve); repeatable", flag="--resolve",
-                  metavar="HOST=ADDRESS", template=False, repeat=True, parse=lambda values: resolve_pairs(values)))
+                  metavar="HOST=ADDRESS", template=False, repeat=True, parse=lambda values: resolve_pairs(values),
+                  unparse=lambda pairs: [f"{host}={address}" for host, address in pairs.items()]))
     image: images.ImageConfig = group(
         images.ImageConfig,
         image_size=opt("longer or shorter side in pixels, by resize mode"),
@@ -106,13 +108,14 @@ class CrawlConfig:
         max_aspect_ratio=opt("images more elongated than this are filtered"),
         max_decode_bytes=opt("refuse (filtered) an image whose decode would hold more memory than this at its "
                              "peak, read from its header before decoding", flag="--max-decode-mb",
-                             shown=lambda size: size // 1_000_000, parse=lambda megabytes: megabytes * 1_000_000))
+                             shown=lambda size: size // 1_000_000, parse=lambda megabytes: megabytes * 1_000_000,
+                             unparse=lambda size: whole_megabytes(size)))
     min_success_ratio: float = option(0.0, help="fail when successes / downloaded images fall below this")
     eval_indexes: list[str] = option(default_factory=list, flag="--eval-index", metavar="DIR", gcs=True,
                                      label="Evaluation index",
                                      help="drop near-duplicates of this evaluation index (`wit dedup index`); "
                                           "repeatable")
-    min_inliers: int = option(15, flag="--eval-min-inliers",
+    min_inliers: int = option(10, flag="--eval-min-inliers",  # the audit's --threshold (dedup.detect.DetectConfig)
                               help="verified keypoint matches that make an evaluation duplicate")
 
     def __post_init__(self) -> None:
@@ -132,6 +135,13 @@ class ShardTask:
 
 def add_arguments(parser) -> None:
     config_flags.add_arguments(parser, CrawlConfig)
+
+
+def whole_megabytes(size: int) -> int:
+    """``--max-decode-mb`` of a byte count (the flag takes whole megabytes)."""
+    if size % 1_000_000:
+        raise ValueError(f"--max-decode-mb: {size} bytes is not a whole number of megabytes")
+    return size // 1_000_000
 
 
 def allowed_networks_text(values: list[str]) -> list[str]:

@@ -16,11 +16,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.config import parse_config
+from core.jobs import by_command
 from pipeline import balance, candidates, curate
 from pipeline.clean import CleanConfig, clean_caption, clean_url, uid_of
+from pipeline.curate import CurateConfig
 from pipeline.match import Matcher, QueryListError, reference_match, spaced_form
 from query_list.tokens import is_word, normalize, tokenize
 from query_list.wordnet import iter_head_lemmas
+
+CURATE = by_command("curate")
+
+
+def curation(pool: str | Path | list, queries: str, out: str | Path, **fields) -> CurateConfig:
+    """A curation config built in code (``pool``: one glob or a list of them)."""
+    globs = pool if isinstance(pool, list) else [pool]
+    return CurateConfig(pool=[str(g) for g in globs], queries=str(queries), out=str(out), **fields)
+
+
+def run_curate(config: CurateConfig, *beam_args: str) -> None:
+    assert CURATE.run_config(config, beam_args) is config
 
 
 def real_captions(data: Path) -> list[str]:
@@ -281,12 +296,19 @@ def job_inputs(tmp_path_factory):
 
 def test_job_outputs_accounting_and_determinism(job_inputs, tmp_path):
     _, _, pool, queries = job_inputs
-    common = ["--pool", *pool[:1], "--queries", queries, "--max-per-query", "30", "--url-shards", "4", "--seed", "3"]
-    assert curate.run(common + ["--out", str(tmp_path / "a")]) == 0
-    assert curate.run(common + ["--out", str(tmp_path / "b"), "--direct_num_workers", "2",
-                                "--direct_running_mode", "multi_threading"]) == 0
+    common = {"max_per_query": 30, "url_shards": 4, "seed": 3}
+    run_curate(curation(pool[:1], queries, tmp_path / "a", **common))
+    run_curate(curation(pool[:1], queries, tmp_path / "b", **common),
+               "--direct_num_workers", "2", "--direct_running_mode", "multi_threading")
+    # The argv smoke test of this job: the flags a user types, ours and Beam's mixed, parse to the
+    # same config and give the same bytes.
+    argv = ["--pool", pool[0], "--queries", queries, "--max-per-query", "30", "--url-shards", "4", "--seed", "3",
+            "--out", str(tmp_path / "c")]
+    assert parse_config(CurateConfig, argv) == curation(pool[:1], queries, tmp_path / "c", **common)
+    assert curate.run(argv + ["--direct_num_workers", "1"]) == 0
     for name in ["entry_counts.parquet"] + [f"urls/part-{i:05d}-of-00004.parquet" for i in range(4)]:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "c" / name).read_bytes(), name
     report = json.loads((tmp_path / "a" / "curation_report.json").read_text())
     urls = read_urls(str(tmp_path / "a"))
     assert urls.num_rows == report["kept_pairs"] > 0
@@ -311,14 +333,12 @@ def test_job_outputs_accounting_and_determinism(job_inputs, tmp_path):
 
 def test_rebalance_over_crawl_status_rows(job_inputs, tmp_path):
     _, _, pool, queries = job_inputs
-    assert curate.run(["--pool", pool[0], "--queries", queries, "--max-per-query", "1000", "--out", str(tmp_path / "a"),
-                       "--url-shards", "2"]) == 0
+    run_curate(curation(pool[0], queries, tmp_path / "a", max_per_query=1000, url_shards=2))
     urls = read_urls(str(tmp_path / "a")).to_pylist()
     crawl = pa.Table.from_pylist([{**row, "status": "success" if i % 3 else "failed_to_download"}
                                   for i, row in enumerate(urls)])
     pq.write_table(crawl, tmp_path / "00000.parquet")
-    assert curate.run(["--rebalance", "--pool", str(tmp_path / "00000.parquet"), "--queries", queries,
-                       "--max-per-query", "1000", "--out", str(tmp_path / "r")]) == 0
+    run_curate(curation(tmp_path / "00000.parquet", queries, tmp_path / "r", rebalance=True, max_per_query=1000))
     report = json.loads((tmp_path / "r" / "curation_report.json").read_text())
     successes = sum(1 for i in range(len(urls)) if i % 3)
     assert report["matched_pairs"] == successes and report["dropped"]["not_success"] == len(urls) - successes
@@ -330,8 +350,7 @@ def test_rebalance_over_crawl_status_rows(job_inputs, tmp_path):
     # rows made with another (longer) query list fail with the reason, not an index error
     pq.write_table(pa.Table.from_pylist([{**urls[0], "entry_ids": [10**7]}]), tmp_path / "other.parquet")
     with pytest.raises(Exception, match="outside the query list"):
-        curate.run(["--rebalance", "--pool", str(tmp_path / "other.parquet"), "--queries", queries,
-                    "--out", str(tmp_path / "o")])
+        run_curate(curation(tmp_path / "other.parquet", queries, tmp_path / "o", rebalance=True))
 
 
 def test_query_list_must_be_an_array_of_strings(job_inputs, tmp_path):
@@ -340,7 +359,7 @@ def test_query_list_must_be_an_array_of_strings(job_inputs, tmp_path):
         bad = tmp_path / "bad.json"
         bad.write_text(content)
         with pytest.raises(QueryListError, match="array of strings|empty"):
-            curate.run(["--pool", pool[0], "--queries", str(bad), "--out", str(tmp_path / "o")])
+            run_curate(curation(pool[0], bad, tmp_path / "o"))
 
 
 def test_bad_gzip_member_is_recorded_and_the_job_goes_on(job_inputs, tmp_path):
@@ -351,7 +370,7 @@ def test_bad_gzip_member_is_recorded_and_the_job_goes_on(job_inputs, tmp_path):
     corrupt = warc[:5000] + bytes(b ^ 0x55 for b in warc[5000:5100]) + warc[5100:]
     (tmp_path / "pool" / "corrupt.warc.gz").write_bytes(corrupt)
     (tmp_path / "pool" / "good.tsv").write_text("a red car on the road\thttps://x.org/1.jpg\n")
-    assert curate.run(["--pool", str(tmp_path / "pool" / "*"), "--queries", queries, "--out", str(tmp_path / "o")]) == 0
+    run_curate(curation(tmp_path / "pool" / "*", queries, tmp_path / "o"))
     report = json.loads((tmp_path / "o" / "curation_report.json").read_text())
     assert report["bad_input_records"] == 2 and report["kept_pairs"] == 1  # no half page slipped through
     rejects = pq.read_table(tmp_path / "o" / "rejects").to_pylist()
@@ -365,8 +384,8 @@ def test_gcs_in_and_out(job_inputs, gcs_bucket):
         handle.write((folder / "pool" / "cc3m.tsv").read_bytes())
     with fsspec.open(f"{gcs_bucket}/queries/metadata.json", "wb") as handle:
         handle.write(Path(queries).read_bytes())
-    assert curate.run(["--pool", f"{gcs_bucket}/pool/*.tsv", "--queries", f"{gcs_bucket}/queries/metadata.json",
-                       "--out", f"{gcs_bucket}/curated", "--max-per-query", "50", "--url-shards", "2"]) == 0
+    run_curate(curation(f"{gcs_bucket}/pool/*.tsv", f"{gcs_bucket}/queries/metadata.json", f"{gcs_bucket}/curated",
+                        max_per_query=50, url_shards=2))
     with fsspec.open(f"{gcs_bucket}/curated/curation_report.json", "rt") as handle:
         report = json.load(handle)
     assert read_urls(f"{gcs_bucket}/curated").num_rows == report["kept_pairs"] > 100
@@ -400,7 +419,7 @@ def test_bad_records_cost_themselves_only_in_the_job(tmp_path):
     (pool / "list.csv").write_text(f"url,caption\nhttps://c.org/1.jpg,{'a dog ' * 40_000}\n"
                                    "https://c.org/2.jpg,a red car at night\n")
     out = tmp_path / "out"
-    assert curate.run(["--pool", str(pool / "*"), "--queries", small_queries(tmp_path), "--out", str(out)]) == 0
+    run_curate(curation(pool / "*", small_queries(tmp_path), out))
     kept = {row["url"]: row["caption"] for row in read_urls(str(out)).to_pylist()}
     assert kept == {"https://a.org/1.jpg": "a dog on a beach", "https://b.org/2.jpg": "a red car parked",
                     "https://c.org/3.jpg": "a lighthouse", "https://j.org/3.jpg": "a dog \ufffd in snow",
@@ -418,28 +437,29 @@ def test_bad_records_cost_themselves_only_in_the_job(tmp_path):
 def test_a_caption_column_the_pool_lacks_fails_the_job_naming_its_columns(tmp_path):
     (tmp_path / "list.csv").write_text("url,caption\nhttps://x.org/1.jpg,a dog\n")
     with pytest.raises(Exception, match=r"no column 'strict' \(columns: \['url', 'caption'\]\)"):
-        curate.run(["--pool", str(tmp_path / "list.csv"), "--queries", small_queries(tmp_path),
-                    "--out", str(tmp_path / "out"), "--caption-col", "strict"])
+        run_curate(curation(tmp_path / "list.csv", small_queries(tmp_path), tmp_path / "out",
+                            reader=candidates.ReaderConfig(caption_col="strict")))
 
 
 def test_a_run_that_keeps_nothing_fails_with_the_counts(tmp_path):
     rows = "\n".join(f"https://x.org/{i}.jpg,IMG_{1000 + i}.JPG" for i in range(40))
     (tmp_path / "list.csv").write_text(f"url,caption\n{rows}\n")
-    argv = ["--pool", str(tmp_path / "list.csv"), "--queries", small_queries(tmp_path)]
+    queries = small_queries(tmp_path)
     with pytest.raises(Exception, match=r"kept 0 of 40 candidate pairs read .*'filename_caption': 40"):
-        curate.run(argv + ["--out", str(tmp_path / "out")])
+        run_curate(curation(tmp_path / "list.csv", queries, tmp_path / "out"))
     report = json.loads((tmp_path / "out" / "curation_report.json").read_text())  # written first, to look at
     assert report["dropped"] == {"filename_caption": 40} and report["kept_pairs"] == 0
-    assert curate.run(argv + ["--out", str(tmp_path / "off"), "--min-kept-ratio", "0"]) == 0  # the check off
+    run_curate(curation(tmp_path / "list.csv", queries, tmp_path / "off", min_kept_ratio=0.0))  # the check off
+    assert json.loads((tmp_path / "off" / "curation_report.json").read_text())["kept_pairs"] == 0
 
 
 def test_an_empty_query_list_fails_with_the_counts(tmp_path):
-    from query_list import build
+    from query_list.build import QueryListConfig
 
     (tmp_path / "wiki_00").write_text('<doc id="1" url="u" title="Albedo">\nAlbedo is reflection.\n</doc>\n')
+    config = QueryListConfig(wiki=[str(tmp_path / "wiki_00")], out=str(tmp_path / "q"), use_wordnet=False, min_count=50)
     with pytest.raises(Exception, match=r"the query list is empty: 1 documents and 3 tokens read"):
-        build.run(["--wiki", str(tmp_path / "wiki_00"), "--out", str(tmp_path / "q"), "--no-wordnet",
-                   "--min-count", "50"])
+        by_command("queries").run_config(config)
     assert json.loads((tmp_path / "q" / "query_stats.json").read_text())["size"] == 0
     assert not (tmp_path / "q" / "metadata.json").exists()  # no empty list for curation to pick up
 
@@ -451,11 +471,11 @@ def test_strict_cap_selects_at_most_t_per_entry_on_cc3m_and_expected_is_metaclip
     runner set-up; both caps' figures are in either run's report."""
     data, _, _, queries = job_inputs
     cc3m = str(data / "captions/cc3m/Validation_GCC-1.1.0-Validation.tsv")
-    common = ["--pool", cc3m, "--queries", queries, "--max-per-query", "20", "--url-shards", "2", "--seed", "5"]
-    assert curate.run(common + ["--out", str(tmp_path / "strict")]) == 0
-    assert curate.run(common + ["--out", str(tmp_path / "again"), "--direct_num_workers", "2",
-                                "--direct_running_mode", "multi_threading"]) == 0
-    assert curate.run(common + ["--cap", "expected", "--out", str(tmp_path / "expected")]) == 0
+    common = {"max_per_query": 20, "url_shards": 2, "seed": 5}
+    run_curate(curation(cc3m, queries, tmp_path / "strict", **common))
+    run_curate(curation(cc3m, queries, tmp_path / "again", **common),
+               "--direct_num_workers", "2", "--direct_running_mode", "multi_threading")
+    run_curate(curation(cc3m, queries, tmp_path / "expected", cap="expected", **common))
     for name in ["entry_counts.parquet"] + [f"urls/part-{i:05d}-of-00002.parquet" for i in range(2)]:
         assert (tmp_path / "strict" / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
 

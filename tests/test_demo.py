@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -34,10 +35,10 @@ def test_demo_runs_every_stage_and_learns(demo):
     world = json.loads((out / "world" / "world.json").read_text())
     planted = len(world["planted_eval_copies"])
     dropped = stages["crawl"]["status"]["eval_duplicate"]
-    # copies of held-out scenes caught in the crawl; the memory-mapped detector of the scale work
-    # also drops up to two other renders of held-out scenes in this synthetic world (flat shapes:
-    # few distinctive keypoints), an open question of issue #23
-    assert planted >= 4 and planted - 1 <= dropped <= planted + 2
+    # copies of held-out scenes caught in the crawl; a few other renders are dropped too: this world
+    # draws identical flat shapes, and a render with a star where a held-out scene has one matches
+    # it with 10-18 verified corners in a plausible frame (docs/dedup.md, "The demo's extra drops")
+    assert planted >= 4 and planted - 1 <= dropped <= planted + 4
     assert stages["crawl"]["status"]["success"] >= 250 and stages["curate"]["kept"] >= 250
     zs = stages["zero-shot"]
     assert zs["n"] == 64 and zs["top1"] > 3 * zs["chance"], zs  # 16 classes: chance 6.25%
@@ -47,6 +48,20 @@ def test_demo_runs_every_stage_and_learns(demo):
     for report in ("queries/query_stats.json", "curated/curation_report.json", "reports/crawl_report.html",
                    "dedup/audit/report.html", "run/metrics.jsonl", "run/model/model.pt", "zeroshot.json"):
         assert (out / report).exists(), report
+    # the Beam stages build their configs in code; the command line each shows parses back to it
+    from core import config as flags
+    from core.jobs import by_command
+
+    for stage, command in (("queries", ("queries",)), ("curate", ("curate",)), ("dedup index", ("dedup", "index")),
+                           ("crawl", ("crawl",)), ("dedup audit", ("dedup", "audit"))):
+        words = shlex.split(summary["commands"][stage])
+        assert words[:1 + len(command)] == ["wit", *command], words
+        rebuilt = flags.parse_config(by_command(*command).config_class(), words[1 + len(command):])
+        expected = {"queries": ("min_count", 5), "curate": ("max_per_query", 400), "dedup index": ("name", "demo-eval"),
+                    "crawl": ("shard_size", 250), "dedup audit": ("out", str(out / "dedup" / "audit"))}[stage]
+        assert getattr(rebuilt, expected[0]) == expected[1], (stage, rebuilt)
+        if stage == "crawl":
+            assert rebuilt.image.image_size == 96 and rebuilt.fetch.allow_networks == ("127.0.0.0/8",)
 
 
 def test_demo_report_opens_in_headless_chromium(demo, tmp_path):

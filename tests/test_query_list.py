@@ -13,16 +13,28 @@ import fsspec
 import pyarrow.parquet as pq
 import pytest
 
+from core.config import parse_config
+from core.jobs import by_command
 from query_list import build, sources
+from query_list.build import QueryListConfig
 from query_list.tokens import is_word
 from query_list.wikitext import skip_reason, wikitext_to_prose
 
 SAMPLE = "wiki/xml/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 PAGE_RE = re.compile(rb"  <page>.*?</page>\n", re.S)
 
+QUERIES = by_command("queries")
+# the thresholds that suit a 60-page subset of the sample dump, WordNet left out
+SMALL = {"min_count": 10, "bigram_min_count": 3, "bigram_budget": 200, "use_wordnet": False}
 
-def run_job(*args: str) -> None:
-    assert build.run(list(args)) == 0
+
+def queries(wiki: str | Path, out: str | Path, **fields) -> QueryListConfig:
+    """A job config built in code: ``SMALL`` unless ``fields`` say otherwise."""
+    return QueryListConfig(wiki=[str(wiki)], out=str(out), **{**SMALL, **fields})
+
+
+def run_job(config: QueryListConfig, *beam_args: str) -> None:
+    assert QUERIES.run_config(config, beam_args) is config
 
 
 def read_outputs(out: str) -> tuple[list[str], object, dict]:
@@ -97,9 +109,8 @@ def full_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("queries")
     views = write_pageviews(folder)
     out = str(folder / "out")
-    run_job("--wiki", str(data / SAMPLE), "--pageviews", views, "--out", out, "--min-count", "20",
-            "--bigram-min-count", "5", "--bigram-budget", "300", "--title-min-views", "70",
-            "--target-size", "500000")
+    run_job(queries(data / SAMPLE, out, pageviews=[views], min_count=20, bigram_min_count=5, bigram_budget=300,
+                    use_wordnet=True, title_min_views=70, target_size=500000))
     return data / SAMPLE, out, read_outputs(out)
 
 
@@ -171,9 +182,6 @@ def shared_data_module():
     return require_shared_data()
 
 
-SMALL = ["--min-count", "10", "--bigram-min-count", "3", "--bigram-budget", "200", "--no-wordnet"]
-
-
 def test_byte_identical_reruns_and_multistream_split(subset, tmp_path):
     head, pages, tail = subset
     plain = tmp_path / "subset.xml.bz2"
@@ -181,16 +189,22 @@ def test_byte_identical_reruns_and_multistream_split(subset, tmp_path):
     multi = write_multistream(tmp_path, head, pages, tail)
     items = sources.plan(str(multi))
     assert [i.kind for i in items] == ["multistream"] * len(items)
-    run_job("--wiki", str(plain), "--out", str(tmp_path / "a"), *SMALL)
-    run_job("--wiki", str(plain), "--out", str(tmp_path / "b"), *SMALL, "--direct_num_workers", "2",
-            "--direct_running_mode", "multi_threading")
+    run_job(queries(plain, tmp_path / "a"))
+    run_job(queries(plain, tmp_path / "b"), "--direct_num_workers", "2", "--direct_running_mode", "multi_threading")
+    # The argv smoke test of this job: the flags a user types, ours and Beam's mixed, parse to the
+    # same config and give the same bytes.
+    argv = ["--wiki", str(plain), "--out", str(tmp_path / "c"), "--min-count", "10", "--bigram-min-count", "3",
+            "--bigram-budget", "200", "--no-wordnet"]
+    assert parse_config(QueryListConfig, argv) == queries(plain, tmp_path / "c")
+    assert build.run(argv + ["--direct_num_workers", "1"]) == 0
     names = ("metadata.json", "entries.parquet", "query_stats.json")
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "c" / name).read_bytes(), name
     sources.STREAMS_PER_ITEM, saved = 2, sources.STREAMS_PER_ITEM  # several ranges from one file
     try:
         assert len(sources.plan(str(multi))) == 3
-        run_job("--wiki", str(multi), "--out", str(tmp_path / "m"), *SMALL)
+        run_job(queries(multi, tmp_path / "m"))
     finally:
         sources.STREAMS_PER_ITEM = saved
     for name in ("metadata.json", "entries.parquet"):
@@ -201,8 +215,7 @@ def test_target_size_caps_exactly(subset, tmp_path):
     head, pages, tail = subset
     dump = tmp_path / "subset.xml"
     dump.write_bytes(head + b"".join(pages) + tail)
-    run_job("--wiki", str(dump), "--out", str(tmp_path / "o"), "--min-count", "10", "--bigram-min-count", "3",
-            "--bigram-budget", "200", "--target-size", "2000")
+    run_job(queries(dump, tmp_path / "o", use_wordnet=True, target_size=2000))
     metadata, entries, stats = read_outputs(str(tmp_path / "o"))
     assert len(metadata) == 2000 and stats["filled"] is True and stats["shortfall"] == 0
     assert stats["available"] > 2000
@@ -221,8 +234,8 @@ def test_corrupt_and_truncated_inputs_fail_with_file_and_offset(subset, tmp_path
     cut_xml.write_bytes((head + b"".join(pages))[:-200])
     for path in (corrupt, truncated, cut_xml):
         with pytest.raises(Exception, match=rf"{path.name}.*offset \d+"):
-            run_job("--wiki", str(path), "--out", str(tmp_path / "x"), *SMALL)
-    run_job("--wiki", str(tmp_path / "*.xml*"), "--out", str(tmp_path / "skip"), *SMALL, "--skip-bad-input")
+            run_job(queries(path, tmp_path / "x"))
+    run_job(queries(tmp_path / "*.xml*", tmp_path / "skip", skip_bad_input=True))
     _, _, stats = read_outputs(str(tmp_path / "skip"))
     assert sorted(Path(b["path"]).name for b in stats["bad_inputs"]) == ["corrupt.xml.bz2", "cut.xml", "truncated.xml.bz2"]
     assert all(b["offset"] >= 0 and b["reason"] for b in stats["bad_inputs"])
@@ -232,24 +245,29 @@ def test_corrupt_and_truncated_inputs_fail_with_file_and_offset(subset, tmp_path
 def test_missing_wordnet_folder_fails_with_install_hint(tmp_path):
     (tmp_path / "a.xml").write_text("<mediawiki></mediawiki>")
     with pytest.raises(FileNotFoundError, match="apt-get install wordnet-base"):
-        build.run(["--wiki", str(tmp_path / "a.xml"), "--out", str(tmp_path / "o"), "--wordnet", str(tmp_path / "none")])
+        run_job(QueryListConfig(wiki=[str(tmp_path / "a.xml")], out=str(tmp_path / "o"),
+                                wordnet=str(tmp_path / "none")))
 
 
-def test_no_input_match_and_bad_flags(tmp_path):
+def test_no_input_match_and_bad_flags(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no input matches"):
-        build.run(["--wiki", str(tmp_path / "nothing*.xml"), "--out", str(tmp_path), "--no-wordnet"])
+        run_job(QueryListConfig(wiki=[str(tmp_path / "nothing*.xml")], out=str(tmp_path), use_wordnet=False))
+    # The command line itself (argv on purpose): a misspelt flag and a bad value exit with usage.
     with pytest.raises(SystemExit):
         build.run(["--wiki", "x", "--out", "y", "--min-cuont", "3"])
     with pytest.raises(SystemExit):
         build.run(["--wiki", "x", "--out", "y", "--min-count", "0"])
+    assert "--min-count must be at least 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--min-count must be at least 1"):  # the same check, in code
+        QueryListConfig(wiki=["x"], out="y", min_count=0)
 
 
 def test_gcs_input_and_output(subset, gcs_bucket):
     head, pages, tail = subset
     with fsspec.open(f"{gcs_bucket}/dumps/subset.xml.bz2", "wb") as handle:
         handle.write(bz2.compress(head + b"".join(pages[:20]) + tail))
-    run_job("--wiki", f"{gcs_bucket}/dumps/*.bz2", "--out", f"{gcs_bucket}/queries", "--min-count", "5",
-            "--bigram-min-count", "3", "--no-wordnet")
+    run_job(queries(f"{gcs_bucket}/dumps/*.bz2", f"{gcs_bucket}/queries", min_count=5,
+                    bigram_budget=QueryListConfig.bigram_budget))  # the job's own budget
     metadata, entries, stats = read_outputs(f"{gcs_bucket}/queries")
     assert len(metadata) > 50 and stats["inputs"]["wiki"] == [f"{gcs_bucket}/dumps/*.bz2"]
     assert stats["inputs"]["wordnet"] is None and stats["parts"]["wordnet"]["available"] == 0

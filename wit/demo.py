@@ -147,75 +147,82 @@ class Demo:
         self._evaluate(world_dir)
         return self._report(manifest)
 
-    def _queries(self, world: Path) -> None:
-        from query_list import build
+    def _job(self, number: int, name: str, command: tuple[str, ...], job_config, figures) -> None:
+        """A Beam stage: its config built here, run as ``wit ...`` would run it, shown as the
+        command line a user would type for the same config."""
+        from core.jobs import by_command
 
-        argv = ["--wiki", str(world / "wiki" / "*.xml*"), "--out", str(self.out / "queries"), "--min-count", "5", "--bigram-min-count", "5",
-                "--title-min-views", "50", "--target-size", "5000", "--count-shards", "4"]
-        if list((world / "pageviews").glob("*.gz")):
-            argv += ["--pageviews", str(world / "pageviews" / "*.gz")]
-        if not _wordnet_available():
-            argv.append("--no-wordnet")
+        job = by_command(*command)
 
         def go():
-            build.run(argv)
-            figures = QueryListFigures.read(str(self.out / "queries" / QueryListFigures.FILE))
-            parts = {name: part.get("kept") for name, part in figures.parts.items()}
-            return {"queries": figures.queries, "by_source": parts, "wordnet": "--no-wordnet" not in argv}
-        self.stage(2, "queries", "wit queries " + " ".join(argv), go)
+            job.run_config(job_config)
+            return figures()
+        self.stage(number, name, job.command_line(job_config), go)
+
+    def _queries(self, world: Path) -> None:
+        from query_list.build import QueryListConfig
+
+        pageviews = [str(world / "pageviews" / "*.gz")] if list((world / "pageviews").glob("*.gz")) else []
+        job_config = QueryListConfig(wiki=[str(world / "wiki" / "*.xml*")], out=str(self.out / "queries"),
+                                     pageviews=pageviews, use_wordnet=_wordnet_available(), min_count=5,
+                                     bigram_min_count=5, title_min_views=50, target_size=5000, count_shards=4)
+
+        def figures():
+            found = QueryListFigures.read(str(self.out / "queries" / QueryListFigures.FILE))
+            parts = {name: part.get("kept") for name, part in found.parts.items()}
+            return {"queries": found.queries, "by_source": parts, "wordnet": job_config.use_wordnet}
+        self._job(2, "queries", ("queries",), job_config, figures)
 
     def _curate(self, warc: Path) -> None:
-        from pipeline import curate
+        from pipeline.candidates import ReaderConfig
+        from pipeline.curate import CurateConfig
 
-        argv = ["--pool", str(warc), "--pool-format", "warc", "--queries", str(self.out / "queries" / "metadata.json"),
-                "--out", str(self.out / "curated"), "--max-per-query", "400", "--url-shards", "2"]
+        job_config = CurateConfig(pool=[str(warc)], reader=ReaderConfig(pool_format="warc"),
+                                  queries=str(self.out / "queries" / "metadata.json"), out=str(self.out / "curated"),
+                                  max_per_query=400, url_shards=2)
 
-        def go():
-            curate.run(argv)
-            figures = CurationFigures.read(str(self.out / "curated" / CurationFigures.FILE))
-            return {"pool": figures.pool_size, "kept": figures.kept_pairs}
-        self.stage(3, "curate", "wit curate " + " ".join(argv), go)
+        def figures():
+            found = CurationFigures.read(str(self.out / "curated" / CurationFigures.FILE))
+            return {"pool": found.pool_size, "kept": found.kept_pairs}
+        self._job(3, "curate", ("curate",), job_config, figures)
 
     def _index(self, world: Path) -> None:
-        from dedup import index
+        from dedup.index import IndexConfig
 
-        argv = ["--name", "demo-eval", "--images", str(world / "eval"), "--labels", str(world / "eval" / "labels.tsv"),
-                "--out", str(self.out / "dedup" / "index")]
-        def go():
-            index.run(argv)
-            return {"index": str(self.out / "dedup" / "index")}
-        self.stage(4, "dedup index", "wit dedup index " + " ".join(argv), go)
+        job_config = IndexConfig(name="demo-eval", images=[str(world / "eval")], labels=str(world / "eval" / "labels.tsv"),
+                                 out=str(self.out / "dedup" / "index"))
+        self._job(4, "dedup index", ("dedup", "index"), job_config, lambda: {"index": job_config.out})
 
     def _crawl(self, bucket: str) -> None:
-        from pipeline import crawl
+        from pipeline.crawl import CrawlConfig
+        from pipeline.fetch import FetchConfig
+        from pipeline.images import ImageConfig
 
-        argv = ["--urls", str(self.out / "curated" / "urls" / "*.parquet"), "--out", f"{bucket}/shards",
-                "--image-size", "96", "--shard-size", "250", "--threads-per-worker", "16",
-                "--per-host-connections", "32", "--allow-network", "127.0.0.0/8", "--timeout", "10",
-                "--eval-index", str(self.out / "dedup" / "index")]
+        job_config = CrawlConfig(urls=[str(self.out / "curated" / "urls" / "*.parquet")], out=f"{bucket}/shards",
+                                 image=ImageConfig(image_size=96), shard_size=250, threads=16,
+                                 fetch=FetchConfig(per_host=32, allow_networks=("127.0.0.0/8",), timeout=10.0),
+                                 eval_indexes=[str(self.out / "dedup" / "index")])
 
-        def go():
-            crawl.run(argv)
+        def figures():
             report = _read_json(f"{bucket}/shards/{CrawlFigures.FILE}")
             CrawlFigures.check(report, f"{bucket}/shards/{CrawlFigures.FILE}")
             _copy(f"{bucket}/shards/crawl_report.html", self.out / "reports" / "crawl_report.html")
             return {"status": report["status"], "success_ratio": report["success_ratio"]}
-        self.stage(5, "crawl", "wit crawl " + " ".join(argv), go)
+        self._job(5, "crawl", ("crawl",), job_config, figures)
 
     def _audit(self, bucket: str) -> None:
-        from dedup import audit
+        from dedup.audit import AuditConfig
 
-        argv = ["--shards", f"{bucket}/shards/*.tar", "--index", str(self.out / "dedup" / "index"),
-                "--out", str(self.out / "dedup" / "audit"), "--write-clean", f"{bucket}/shards-clean"]
+        job_config = AuditConfig(shards=[f"{bucket}/shards/*.tar"], indexes=[str(self.out / "dedup" / "index")],
+                                 out=str(self.out / "dedup" / "audit"), write_clean=f"{bucket}/shards-clean")
 
-        def go():
-            audit.run(argv)
+        def figures():
             report = json.loads((self.out / "dedup" / "audit" / AuditFigures.FILE).read_text())
             AuditFigures.check(report, str(self.out / "dedup" / "audit" / AuditFigures.FILE))
             return {"pool": report["pool"], "eval_sets": {k: {x: v[x] for x in ("all", "overlap", "clean",
                                                                                   "contamination_pct")}
                                                           for k, v in report["eval_sets"].items()}}
-        self.stage(6, "dedup audit", "wit dedup audit " + " ".join(argv), go)
+        self._job(6, "dedup audit", ("dedup", "audit"), job_config, figures)
 
     def _train(self, bucket: str) -> None:
         argv = ["--train-data", f"{bucket}/shards-clean/sizes.json", "--model", self.config.model,
