@@ -36,6 +36,8 @@ from PIL import Image
 from core.image_header import MAX_DECODE_BYTES, MAX_PIXELS, memory_reason, read_header
 
 MODES = ("border", "keep_ratio", "center_crop", "no")
+#: The longest side each encoder can write (JPEG's 16-bit sizes, WebP's 14-bit ones).
+ENCODER_MAX_SIDE = {"jpg": 65_535, "webp": 16_383, "png": 2**31 - 1}
 STRIP_PIXELS = 1 << 18  # alpha is matted in bands of rows this large: small float temporaries
 FLOAT_AREA_MAX = 1 << 22  # area_downscale's float32 route only for frames up to this many values
 
@@ -193,6 +195,10 @@ def process(data: bytes, config: ImageConfig) -> Processed:
                          original_height=height)
     flag, factor = _reduced_flag(width, height, config) if kind == "JPEG" else (cv2.IMREAD_UNCHANGED, 1)
     out_w, out_h = resized_size(config, width, height)
+    if max(out_w, out_h) > ENCODER_MAX_SIDE[config.encode_format]:  # a thin strip under keep_ratio
+        return Processed("filtered", f"aspect ratio too large: {out_w}x{out_h} after resizing, over "
+                         f"{config.encode_format}'s {ENCODER_MAX_SIDE[config.encode_format]} px side",
+                         sha256=digest, original_width=width, original_height=height)
     too_large = memory_reason(header, config.max_decode_bytes, factor, out_w * out_h * 3)
     if too_large:
         return Processed("filtered", too_large, sha256=digest, original_width=width, original_height=height)

@@ -200,3 +200,19 @@ def test_jpeg_header_counts_libjpegs_coefficient_buffers(photos):
         image.save(buffer, "JPEG", quality=90, **options)
         header = jpeg_header(buffer.getvalue())
         assert (header.width, header.height, header.channels, header.buffers) == (640, 480, 3, buffers), options
+
+
+def test_a_strip_too_long_for_the_encoder_is_filtered_with_its_reason_before_decoding():
+    def png(width: int, height: int) -> bytes:
+        ok, data = cv2.imencode(".png", np.full((height, width, 3), 128, np.uint8))
+        return data.tobytes()
+
+    strip = png(4000, 10)  # keep_ratio at 256: 102,400 x 256, over JPEG's 65,535 px side
+    out = process(strip, ImageConfig(image_size=256, resize_mode="keep_ratio"))
+    assert (out.status, out.original_width, out.original_height) == ("filtered", 4000, 10)
+    assert "102400x256" in out.reason and "65535" in out.reason
+    webp = process(png(2000, 20), ImageConfig(image_size=256, resize_mode="keep_ratio", encode_format="webp"))
+    assert webp.status == "filtered" and "16383" in webp.reason  # 25,600 px: WebP's limit is lower
+    fits = process(png(2000, 20), ImageConfig(image_size=256, resize_mode="keep_ratio"))  # 25,600 px: a JPEG
+    assert fits.status == "success" and (fits.width, fits.height) == (25600, 256)
+    assert process(strip, ImageConfig(image_size=256, resize_mode="border")).status == "success"  # 256 x 1
