@@ -19,8 +19,16 @@ for indexes of 10,000 and 100,000 evaluation images, beside the previous detecto
 4. **Baseline**: the previous detector (``--baseline-ref``, rebuilt from git in a temporary
    folder) and today's on the same ``--baseline-eval`` photos (the issue's 500) and the same pool.
 
+5. **Same process** (``--against REF``): REF's detector and today's alternately, shard by shard,
+   in one process over the same pool: their ratio, which a loaded machine's drift cannot bias.
+6. **Index job memory** (``--index-memory``): the peak resident memory of the index job's last
+   step (``store.assemble`` and ``store.save`` over every record on one worker) at each size, in
+   a fresh process, with the records rebuilt from the cached index and real-size thumbnails.
+
     .venv/bin/python benchmarks/dedup_speed.py [--sizes 10000,100000] [--pool 2000] [--baseline-eval 500]
     .venv/bin/python benchmarks/dedup_speed.py --sizes 2000 --pool 400 --baseline-eval 50   # tiny
+    .venv/bin/python benchmarks/dedup_speed.py --sizes 100000 --pool 0 --baseline-eval 0 --index-memory
+    .venv/bin/python benchmarks/dedup_speed.py --sizes 100000 --baseline-eval 0 --against 6882e2f
 """
 
 from __future__ import annotations
@@ -208,6 +216,68 @@ def worker(kind: str, index_dir: str, shard_paths: list[str], baseline_dir: str 
             "copies": copies, "copies_found": found, "copies_flagged_as_another_entry": elsewhere, "distractors": distractors, "distractors_flagged": flagged}
 
 
+def against(index_dir: str, shard_paths: list[str], ref_dir: str, rounds: int = 2) -> dict:
+    """Today's detector and an earlier commit's (written under ``ref_dir``) in one process,
+    alternating shard by shard (and which goes first) over the same pool: a ratio that a loaded
+    machine's drift cannot bias."""
+    import cv2
+    import faiss
+
+    from core import shards
+    from dedup import audit, detect, store
+
+    cv2.setNumThreads(1)
+    faiss.omp_set_num_threads(1)
+    old_detect, _, old_store, old_audit = _dedup_baseline.modules(Path(ref_dir))
+    kinds = {"ref": (old_detect.Detector(old_store.load_indexes([index_dir]), old_detect.DetectConfig()), old_audit),
+             "wit": (detect.Detector(store.load_indexes([index_dir]), detect.DetectConfig()), audit)}
+    first = next(s for s in shards.read_tar(shard_paths[0]) if isinstance(s, shards.TarSample)).image()[1]
+    for detector, _ in kinds.values():
+        detector.match(first)  # imports, once per process
+    cpu, images = {kind: 0.0 for kind in kinds}, {kind: 0 for kind in kinds}
+    for round_ in range(rounds):
+        for path in shard_paths:
+            for kind in (list(kinds) if round_ % 2 == 0 else list(kinds)[::-1]):
+                detector, module = kinds[kind]
+                started = time.process_time()
+                result = module.audit_shard(path, detector)[0]
+                cpu[kind] += time.process_time() - started
+                images[kind] += result["samples"]
+    rates = {kind: round(images[kind] / cpu[kind], 1) for kind in kinds}
+    return {"ref_images_per_s": rates["ref"], "wit_images_per_s": rates["wit"],
+            "ratio": round(rates["wit"] / rates["ref"], 3), "images_each": images["wit"]}
+
+
+def index_memory(index_dir: str) -> dict:
+    """The index job's last step at this index's size: its records (as ``Collect`` holds them,
+    thumbnails of a real photo's size) assembled and saved again; MB resident."""
+    from dedup import features, store
+    from dedup.index import thumbnail
+    from wit.testing.shared_data import shared_data_dir
+
+    source = store.load(index_dir)
+    arrays = {name: np.asarray(array) for name, array in source.arrays.items()}
+    keys, items = source.keys.to_pylist(), len(source)
+    photo = sorted((shared_data_dir() / "images/photos/imagenet_sample").glob("*.JPEG"))[0]
+    thumb = thumbnail(photo.read_bytes())
+    before = memory()["VmHWM"]
+    records = []
+    for i in range(items):
+        d0, d1 = arrays["item_descriptors"][i:i + 2]
+        h0, h1 = arrays["item_hashes"][i:i + 2]
+        records.append({**keys[i], "source": f"gs://bucket/eval/{keys[i]['eval_id']}.JPEG", "label": "n01440764",
+                        "width": 500, "height": 375, "status": "ok", "error": None, "thumbnail": bytes(bytearray(thumb)),
+                        "hashes": arrays["hashes"][h0:h1].copy(),
+                        "orb": (arrays["keypoints"][d0:d1].astype(np.float32) + 0.5, arrays["descriptors"][d0:d1].copy())})
+    del arrays, source
+    held = memory()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        store.save(store.assemble("memory", features.FeatureConfig(), records), out)
+    return {"items": items, "before_mb": before, "records_mb": held["RssAnon"], "seconds": round(time.perf_counter() - started),
+            "peak_mb": memory()["VmHWM"], "thumbnail_bytes": len(thumb)}
+
+
 def run_worker(kind: str, index_dir: Path, shard_paths: list[str], baseline_dir: Path | None) -> dict:
     command = [sys.executable, __file__, "--worker", kind, "--index", str(index_dir),
                "--baseline-dir", str(baseline_dir or ""), *shard_paths]
@@ -237,12 +307,22 @@ def main() -> int:
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "wit-dedup-bench"),
                         help="where built indexes are kept between runs")
     parser.add_argument("--processes", type=int, default=os.cpu_count(), help="processes that build the indexes")
+    parser.add_argument("--against", default=None, metavar="REF",
+                        help="also time REF's detector (a git ref) and today's alternately in one process at each size")
+    parser.add_argument("--index-memory", action="store_true",
+                        help="also measure the index job's last step (one worker) at each size")
     parser.add_argument("--json", default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--index", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--baseline-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("shards", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "against":
+        print(json.dumps(against(args.index, args.shards, args.baseline_dir)))
+        return 0
+    if args.worker == "index-memory":
+        print(json.dumps(index_memory(args.index)))
+        return 0
     if args.worker:
         print(json.dumps(worker(args.worker, args.index, args.shards, args.baseline_dir or None)))
         return 0
@@ -292,9 +372,29 @@ def main() -> int:
             chosen = random.Random(size).sample(range(size), min(size, args.pool // 2))
             (tmp / f"pool-{size}").mkdir()
             paths = write_pool(tmp / f"pool-{size}", args.pool, [(f"{i:07d}", edited(i)) for i in chosen], distractors)
-            row = run_worker("wit", index_dir, paths, None)
-            report(row, f"wit ({size:,})")
-            results[str(size)] = row
+            if args.pool:
+                row = run_worker("wit", index_dir, paths, None)
+                report(row, f"wit ({size:,})")
+                results[str(size)] = row
+            if args.against and args.pool:
+                ref_dir = _dedup_baseline.write(args.against, tmp / f"ref-{size}")
+                done = subprocess.run([sys.executable, __file__, "--worker", "against", "--index", str(index_dir),
+                                       "--baseline-dir", str(ref_dir), *paths], check=True, capture_output=True,
+                                      text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+                found = json.loads(done.stdout.strip().splitlines()[-1])
+                print(f"alternating in one process ({size:,}): {args.against} {found['ref_images_per_s']}, wit "
+                      f"{found['wit_images_per_s']} images/s/core (CPU time, {found['images_each']:,} images each): "
+                      f"ratio {found['ratio']}", flush=True)
+                results[f"against_{size}"] = found
+            if args.index_memory:
+                done = subprocess.run([sys.executable, __file__, "--worker", "index-memory", "--index", str(index_dir)],
+                                      check=True, capture_output=True, text=True, cwd=ROOT,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
+                found = json.loads(done.stdout.strip().splitlines()[-1])
+                print(f"index job, last step ({size:,} records): peak RSS {found['peak_mb']:,} MB (records "
+                      f"{found['records_mb']:,} MB private, {found['thumbnail_bytes']} B thumbnails; process before them "
+                      f"{found['before_mb']} MB), {found['seconds']} s", flush=True)
+                results[f"index_memory_{size}"] = found
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

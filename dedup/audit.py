@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import apache_beam as beam
+import faiss
 import fsspec
 
 from core import shards
@@ -163,7 +164,10 @@ class AuditShardFn(beam.DoFn):
         self.config = config
 
     def setup(self) -> None:
+        # one thread per SDK process: a machine runs one process per core, and OpenCV's and faiss's
+        # thread pools on top of that only add switching (the rates in docs/dedup.md are per core)
         features.cv2.setNumThreads(1)
+        faiss.omp_set_num_threads(1)
 
     def process(self, path: str, indexes: list[store.EvalIndex]):
         detector = shared_detector(indexes, self.config.detect)

@@ -44,8 +44,6 @@ class FeatureConfig:
     side: int = SIDE
     eval_keypoints: int = 112  # ORB keeps ~100 of them (its per-scale quotas fall short)
     eval_levels: int = 8
-    pool_keypoints: int = 250
-    pool_levels: int = 3
     crop_scale: float = 0.85  # hashed crops: at the four corners and the centre
     rotations: tuple[float, ...] = (5.0, 9.0)
     border_tolerance: int = 10
@@ -57,7 +55,13 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "FeatureConfig":
+        # how the pool is described is the detector's choice (DetectConfig), not the index's: indexes
+        # built before that change recorded it here, and compare equal to today's without it
+        data = {key: value for key, value in data.items() if key not in _POOL_SIDE}
         return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+
+
+_POOL_SIDE = ("pool_keypoints", "pool_levels")
 
 
 class UnreadableImage(ValueError):
@@ -131,27 +135,31 @@ def scaled(full: np.ndarray, side: int = SIDE) -> np.ndarray:
 
 
 # -- perceptual hashes ---------------------------------------------------------------------------
-_PHASH = None  # imagededup's PHash object: stateless after construction, shared by threads
-
-
 def phash(grey: np.ndarray) -> np.ndarray:
-    """imagededup's PHash of a grey array, as 8 packed bytes (faiss's binary code layout).
+    """imagededup's PHash of a grey array, as 8 packed bytes (faiss's binary code layout)."""
+    return phashes([grey])[0]
 
-    The array is first area-averaged to at most 64 px a side (imagededup's Lanczos resize to
+
+def phashes(greys: list[np.ndarray]) -> np.ndarray:
+    """imagededup's PHash of each grey array, (k, 8) packed bytes, bit for bit.
+
+    Each array is first area-averaged to at most 64 px a side (imagededup's Lanczos resize to
     32 x 32 of a 256 px image costs more than everything else in the hash); from there on it is
-    imagededup's code: its preprocessing to 32 x 32 and its DCT hash.
+    imagededup's ``PHash`` step by step (``preprocess_image``'s Pillow Lanczos resize to 32 x 32,
+    ``_hash_algo``'s two DCTs with SciPy's ``fftpack``, the 8 x 8 corner against the median of its
+    63 AC terms), run on all the arrays at once: the Python around the two DCTs cost as much as
+    they do. tests/test_dedup.py compares the codes with imagededup's ``encode_image``.
     """
-    global _PHASH
-    from imagededup.utils.image_utils import preprocess_image
+    from scipy.fftpack import dct
 
-    if _PHASH is None:
-        from imagededup.methods import PHash
-
-        _PHASH = PHash(verbose=False)
-    if max(grey.shape) > 64:
-        grey = cv2.resize(grey, (min(64, grey.shape[1]), min(64, grey.shape[0])), interpolation=cv2.INTER_AREA)
-    small = preprocess_image(grey, target_size=_PHASH.target_size, grayscale=True)
-    return np.packbits(_PHASH._hash_algo(small).flatten())  # noqa: SLF001 - imagededup's DCT hash
+    small = np.empty((len(greys), 32, 32), np.float64)
+    for i, grey in enumerate(greys):
+        if max(grey.shape) > 64:
+            grey = cv2.resize(grey, (min(64, grey.shape[1]), min(64, grey.shape[0])), interpolation=cv2.INTER_AREA)
+        small[i] = np.asarray(Image.fromarray(grey.astype(np.uint8, copy=False)).resize((32, 32), Image.LANCZOS))
+    corner = dct(dct(small, axis=1), axis=2)[:, :8, :8].reshape(len(greys), 64)
+    median = np.median(corner[:, 1:], axis=1)
+    return np.packbits(corner >= median[:, None], axis=1)
 
 
 def to_hex(code: np.ndarray) -> str:
@@ -162,6 +170,8 @@ def to_hex(code: np.ndarray) -> str:
 def trim_borders(grey: np.ndarray, tolerance: int = 10) -> np.ndarray:
     """The image without uniform bands on its edges (padding such as img2dataset's ``border``)."""
     def count(lines: np.ndarray) -> int:
+        if int(lines[0].max()) - int(lines[0].min()) > tolerance:
+            return 0  # most images: no band on this side, decided by its first line
         spread = lines.max(axis=1).astype(int) - lines.min(axis=1)
         uneven = np.flatnonzero(spread > tolerance)
         return int(uneven[0]) if len(uneven) else len(lines)
@@ -223,12 +233,11 @@ def pool_hashes(grey: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, np
     inner = trim_borders(grey, config.border_tolerance)
     if inner.shape != grey.shape:
         images.append(inner)
-    codes = [phash(image) for image in images] + [phash(image[:, ::-1]) for image in images]
-    return np.stack(codes), np.repeat([False, True], len(images))
+    return phashes(images + [image[:, ::-1] for image in images]), np.repeat([False, True], len(images))
 
 
 def eval_hashes(grey: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    return np.stack([phash(view) for view in hash_views(grey, config)])
+    return phashes(hash_views(grey, config))
 
 
 # -- local features -----------------------------------------------------------------------------
@@ -261,17 +270,21 @@ def eval_orb(grey: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, np.nd
 Described = tuple[np.ndarray, np.ndarray]  # (points, descriptors)
 
 
-def pool_orb(grey: np.ndarray, config: FeatureConfig) -> tuple[Described, Described]:
-    """The pool side: the image's keypoints, and the mirror image's at the mirrored positions
-    (points in the mirror image's coordinates). FAST corners and Harris scores are
-    mirror-symmetric, so the mirror skips detection: about a third of the cost of describing it."""
-    detector = _detector(config.pool_keypoints, config.pool_levels)
+def pool_orb(grey: np.ndarray, keypoints: int, levels: int) -> tuple[Described, Described]:
+    """The pool side: the image's ``keypoints`` strongest keypoints over ``levels`` scales, and the
+    mirror image's at the mirrored positions (points in the mirror image's coordinates). FAST
+    corners and Harris scores are mirror-symmetric, so the mirror skips detection: about a third of
+    the cost of describing it."""
+    detector = _detector(keypoints, levels)
     found, descriptors = detector.detectAndCompute(grey, None)
     if descriptors is None or not found:
         empty = _arrays(None, None)
         return empty, empty
     width = grey.shape[1]
-    flipped = [cv2.KeyPoint(width - 1 - point.pt[0], point.pt[1], point.size, (180.0 - point.angle) % 360.0,
-                            point.response, point.octave) for point in found]
+    flipped = []
+    for point in found:  # the hottest Python loop of a pool image: one attribute read each
+        x, y = point.pt
+        flipped.append(cv2.KeyPoint(width - 1 - x, y, point.size, (180.0 - point.angle) % 360.0, point.response,
+                                    point.octave))
     mirrored = detector.compute(np.ascontiguousarray(grey[:, ::-1]), flipped)
     return _arrays(found, descriptors), _arrays(*mirrored)

@@ -53,9 +53,10 @@ def search(codes: np.ndarray, order: np.ndarray, starts: np.ndarray, queries: np
     positions = np.repeat(base - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
     rows = order.reshape(-1)[positions].astype(np.int64)
     query = np.repeat(np.repeat(np.arange(len(queries)), TABLES * len(_FLIPS)), lengths)
-    pairs = np.unique(query * len(codes) + rows)
-    query, rows = pairs // len(codes), pairs % len(codes)
+    # distances first, de-duplication after: a probe's bucket grows with the index (thousands of
+    # candidates an image at 100,000 images), the pairs within the radius stay a handful
     a = np.ascontiguousarray(queries).view(np.uint64).ravel()[query]
-    distance = np.bitwise_count(a ^ np.ascontiguousarray(codes[rows]).view(np.uint64).ravel()).astype(np.int64)
-    keep = distance <= radius
-    return query[keep], rows[keep], distance[keep]
+    distance = np.bitwise_count(a ^ np.ascontiguousarray(codes).view(np.uint64).ravel()[rows])
+    keep = np.flatnonzero(distance <= radius)
+    pairs, first = np.unique(query[keep] * len(codes) + rows[keep], return_index=True)
+    return pairs // len(codes), pairs % len(codes), distance[keep[first]].astype(np.int64)

@@ -103,9 +103,14 @@ def assign(nodes: np.ndarray, codes: np.ndarray, spread: int = 1) -> np.ndarray:
     for level in range(levels - 1):
         node = node * branching + _hamming(codes, nodes[level_start(level, branching) + node]).argmin(axis=1)
     distances = _hamming(codes, nodes[level_start(levels - 1, branching) + node])
-    if spread == 1:
-        return (node * branching + distances.argmin(axis=1))[:, None]
-    nearest = np.argsort(distances, axis=1, kind="stable")[:, :spread]
+    # the ``spread`` nearest leaves, ties to the lower index (as a stable argsort orders them):
+    # repeated argmins cost a fraction of sorting every row
+    nearest = np.empty((len(codes), spread), np.int64)
+    rows = np.arange(len(codes))
+    for rank in range(spread):
+        nearest[:, rank] = distances.argmin(axis=1)
+        if rank + 1 < spread:
+            distances[rows, nearest[:, rank]] = np.iinfo(distances.dtype).max
     return node[:, None] * branching + nearest
 
 

@@ -35,13 +35,17 @@ INPUTS: dict[str, Input] = {
     "curate_rate": Input(5_500, "pairs/s/core", "measured: benchmarks/curate_matching.py, whole job"),
     "crawl_rate": Input(48.6, "urls/s/core", "measured: benchmarks/crawl_scale.py, 100,000 urls over 2,000 https "
                                              "hosts with latency and a 26% failure mix, 97.2 urls/s on 2 cores"),
-    "audit_rate": Input(143, "images/s/core", "measured: benchmarks/dedup_speed.py, index of 100,000 evaluation images "
-                                               "(CPU time on a loaded machine; the previous detector: 141 in the same run)"),
+    "audit_rate": Input(161, "images/s/core", "measured: benchmarks/dedup_speed.py, index of 100,000 evaluation images "
+                                               "(CPU time, load average 4.5-11; a84e937 at 500 images: 168 in the "
+                                               "same run; 1.35x the detector before it in one process)"),
     "eval_images": Input(1e6, "images", "cited: CLIP section 5 (35 evaluation sets) and DataComp's 38 tasks, ~1M together"),
     "index_bytes_per_eval": Input(4_274, "bytes/image", "measured: benchmarks/dedup_speed.py, index of 100,000"),
     "index_setup_per_10k": Input(0.017, "s per 10k images", "measured: benchmarks/dedup_speed.py, worker set-up, "
                                                             "index of 100,000"),
-    "audit_worker_rss_gb": Input(0.59, "GB/process", "measured: benchmarks/dedup_speed.py, private memory of a worker"),
+    "audit_worker_rss_gb": Input(0.19, "GB/process", "measured: benchmarks/dedup_speed.py, private memory of a worker "
+                                                     "at 100,000 (186 MB; the mapped index is in the page cache)"),
+    "index_job_peak_per_eval": Input(26_900, "bytes/image", "measured: benchmarks/dedup_speed.py --index-memory, "
+                                                            "index of 100,000: peak of the index job's last step"),
     "bytes_256": Input(23_900, "bytes/sample", "measured: crawl benchmark, 256 px JPEG q95 + caption + json"),
     "bytes_224": Input(19_000, "bytes/sample", "assumed: 224 px shards ~ (224/256)^2 of the image bytes"),
     "download_mb_per_1k": Input(130, "MB/s per 1,000 images/s", "cited: img2dataset README (original images)"),
@@ -108,6 +112,8 @@ def compute() -> list[dict]:
     _, cpus, memory = MACHINES["audit"]
     row("dedup", "memory per n2-standard-8 (index once + 8 processes)", index_gb + cpus * v("audit_worker_rss_gb"),
         "GB", f"index (page cache, shared) + {cpus} x audit_worker_rss_gb, of {memory}")
+    row("dedup", "index job's last step, on one worker", v("eval_images") * v("index_job_peak_per_eval") / 1e9, "GB",
+        "eval_images x index_job_peak_per_eval (a 1M suite: n2-highmem-8, 64 GB)")
     samples = v("pairs") * v("epochs")
     a100_hours = samples / v("a100_samples_vitb32") / 3600
     row("train", "ViT-B/32 A100-hours (32 epochs)", a100_hours, "GPU-h", "pairs x epochs / a100_samples_vitb32 / 3600")

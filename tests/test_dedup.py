@@ -39,6 +39,21 @@ def test_hash_is_imagededups_phash(photos):
     assert features.to_hex(features.phash(grey)) == PHash(verbose=False).encode_image(image_array=grey)
 
 
+def test_batched_hashes_are_imagededups_phash_of_every_view(photos):
+    """The views the index and the pool hash (crops, rotations, mirror, border-trimmed interior),
+    hashed all at once, bit for bit as imagededup hashes each (after the 64 px area average)."""
+    import cv2
+    from imagededup.methods import PHash
+
+    hasher, config = PHash(verbose=False), features.FeatureConfig()
+    for photo in photos[0][:3] + photos[1][:2]:
+        grey = features.decode_grey(photo.read_bytes())
+        views = features.hash_views(grey, config) + [grey[:, ::-1], features.trim_borders(np.pad(grey, 20))]
+        for view, code in zip(views, features.phashes(views)):
+            small = cv2.resize(view, (min(64, view.shape[1]), min(64, view.shape[0])), interpolation=cv2.INTER_AREA)
+            assert features.to_hex(code) == hasher.encode_image(image_array=np.ascontiguousarray(small))
+
+
 @pytest.mark.parametrize("family", list(transforms.FAMILIES) + ["crop+rotate", "border+overlay", "aspect+flip",
                                                                  "jpeg+crop", "grayscale+rotate"])
 def test_every_transformation_family_is_found_on_real_photos(family, photos, detector):

@@ -49,6 +49,50 @@ def test_hash_search_is_exact_within_its_radius_on_real_codes(photos):
         hashindex.search(codes, order, starts, queries, 8)
 
 
+def test_pool_settings_recorded_by_older_indexes_are_ignored():
+    """How the pool is described moved to the detector: an index that recorded it still loads and
+    compares equal with one built today."""
+    legacy = {**features.FeatureConfig().to_dict(), "pool_keypoints": 250, "pool_levels": 3}
+    assert features.FeatureConfig.from_dict(legacy) == features.FeatureConfig()
+    with pytest.raises(TypeError):
+        features.FeatureConfig.from_dict({**legacy, "unknown_setting": 1})
+
+
+def test_frame_overlap_accepts_copies_maps_and_refuses_a_shared_shape_at_an_offset():
+    from dedup.detect import frame_overlap
+
+    same = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    assert frame_overlap(same, (200, 256), (200, 256)) == pytest.approx(1.0)
+    # a crop of the middle 70% shown at 256 px: the pool frame maps inside the evaluation frame
+    crop = np.array([[0.7, 0, 38.4], [0, 0.7, 38.4]])
+    assert frame_overlap(crop, (256, 256), (256, 256)) == pytest.approx(1.0)
+    # padded to a square (a border): the evaluation frame lies inside the pool frame
+    border = np.array([[1.0, 0, 0], [0, 1.0, -40]])
+    assert frame_overlap(border, (256, 256), (176, 256)) == pytest.approx(1.0)
+    # a mirrored map covers as much as the plain one
+    mirror = np.array([[-1.0, 0, 256], [0, 1.0, 0]])
+    assert frame_overlap(mirror, (256, 256), (256, 256)) == pytest.approx(1.0)
+    # one star matched to another half an image away: half of each frame is shared
+    shifted = np.array([[1.0, 0, 128], [0, 1.0, 0]])
+    assert frame_overlap(shifted, (256, 256), (256, 256)) == pytest.approx(0.5)
+
+
+def test_vote_counting_is_the_same_dense_or_sorted():
+    """A small index counts votes in one bincount, a large one sorts them: the same candidates
+    in the same order (most votes first, ties to the lower key), with a floor on the votes."""
+    from dedup.detect import top_keys
+
+    rng = np.random.default_rng(4)
+    for space, size in ((50, 400), (5000, 300), (200_000, 3000)):
+        keys = rng.integers(0, space, size) if space > 50 else rng.zipf(1.5, size) % space
+        for least, top in ((1, 4), (3, 4), (2, 50)):
+            dense, sparse = top_keys(keys, space, least, top, dense=True), top_keys(keys, space, least, top, dense=False)
+            assert np.array_equal(dense, sparse)
+            counts = np.bincount(keys, minlength=space)
+            expected = sorted((k for k in range(space) if counts[k] >= least), key=lambda k: (-counts[k], k))[:top]
+            assert dense.tolist() == expected
+
+
 def test_vocabulary_tree_is_seeded_and_its_postings_are_complete():
     rng = np.random.default_rng(1)
     codes = rng.integers(0, 256, (3000, 32), np.uint8)
@@ -59,6 +103,11 @@ def test_vocabulary_tree_is_seeded_and_its_postings_are_complete():
     assert words.min() >= 0 and words.max() < 64
     # a code's own word holds it; two nearest leaves include the nearest
     assert np.array_equal(vocab.assign(nodes, codes, spread=2)[:, 0], words)
+    # the spread leaves are the parent's nearest children in a stable order (ties to the lower)
+    parents = words // 4
+    distances = vocab._hamming(codes, nodes[vocab.level_start(2, 4) + parents])
+    nearest = parents[:, None] * 4 + np.argsort(distances, axis=1, kind="stable")[:, :3]
+    assert np.array_equal(vocab.assign(nodes, codes, spread=3), nearest)
     rows = np.arange(len(codes), dtype=np.int32) // 10
     lists, starts = vocab.postings(words, rows, 64)
     for word in (int(words[0]), int(words[17])):
