@@ -18,17 +18,21 @@ whatever the url, the server or the bytes do. Guarantees:
   (rebinding) reaches nothing;
 - 429 and 5xx retried with exponential backoff, honouring ``Retry-After`` (capped);
 - at most ``per_host`` connections to one origin at a time, the slot released whatever
-  happens; one DNS lookup per host, not per url (:class:`DnsCache`);
+  happens; connections kept alive, also after an error page (a short unread body is read to
+  its end), at most ``Fetcher.IDLE_PER_POOL`` idle per pool; one DNS lookup per host, not per
+  url (:class:`DnsCache`);
 - robots.txt per RFC 9309 (:mod:`pipeline.robots`), and ``X-Robots-Tag`` opt-outs (``noai``,
   ``noimageai``, ``noindex``, ``noimageindex``, ``none``, also when scoped to our agent): the
   image is not stored;
 - TLS verified against ``ca_pem`` (the text of ``--ca-bundle``), else the bundle named by
-  ``SSL_CERT_FILE`` or ``REQUESTS_CA_BUNDLE``, else certifi's.
+  ``SSL_CERT_FILE`` or ``REQUESTS_CA_BUNDLE``, else certifi's; the name checked by OpenSSL in
+  the handshake.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import re
 import socket
 import ssl
@@ -221,11 +225,27 @@ class DnsCache:
 
 
 # -- connections -----------------------------------------------------------------------------------
-class _Pool(urllib3.HTTPConnectionPool):
+class _QuietWhenFull:
+    """A pool keeps at most ``maxsize`` idle connections; one more coming back is closed, without
+    urllib3's warning per connection (the number in use is bounded by the origin's slots, not
+    by the pool)."""
+
+    def _put_conn(self, conn) -> None:
+        pool = self.pool
+        if pool is None:  # the pool was closed: urllib3 closes the connection
+            return super()._put_conn(conn)
+        try:
+            pool.put(conn, block=False)  # a connection, or None: the slot of one that failed
+        except queue.Full:
+            if conn is not None:
+                conn.close()
+
+
+class _Pool(_QuietWhenFull, urllib3.HTTPConnectionPool):
     ConnectionCls = WatchedHTTPConnection
 
 
-class _TlsPool(urllib3.HTTPSConnectionPool):
+class _TlsPool(_QuietWhenFull, urllib3.HTTPSConnectionPool):
     ConnectionCls = WatchedHTTPSConnection
 
 
@@ -233,6 +253,7 @@ def tls_context(ca_pem: str = "") -> ssl.SSLContext:
     """Certificates verified and names checked, against ``ca_pem``, else ``SSL_CERT_FILE`` or
     ``REQUESTS_CA_BUNDLE``, else certifi's bundle."""
     context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    context.check_hostname = True  # names (and IP addresses) checked by OpenSSL during the handshake
     if ca_pem:
         context.load_verify_locations(cadata=ca_pem)
     else:
@@ -252,13 +273,40 @@ class _Origin:
     crawl_delay: float | None = None  # robots.txt's Crawl-delay for us, once known
 
 
+DRAIN_BYTES = 65_536  # an unread body up to this size (an error page) is read so that its connection is kept
+DRAIN_SECONDS = 1.0  # each read of that body waits at most this long (a slow one is not worth its connection)
+
+
 def _release(response) -> None:
-    """Back to its pool: kept alive when the body was read to the end, closed otherwise."""
+    """Back to its pool: kept alive when the body was read to the end, closed otherwise. A short
+    body left unread (a 404 or 5xx page, an empty robots.txt answer) is read first: closing
+    the connection instead costs a new one, and over TLS a handshake, for the host's next url.
+    The read stays under the fetch's deadline (the watchdog cuts the socket)."""
     try:
+        if not response.isclosed():
+            _drain_short(response)
         if not response.isclosed():
             response.close()
     finally:
         response.release_conn()
+
+
+def _drain_short(response) -> None:
+    """Read to its end a body of declared length up to ``DRAIN_BYTES``, uncoded; any failure
+    leaves the connection to be closed."""
+    try:
+        declared = parse_content_length(response.headers.getlist("Content-Length"))
+    except ValueError:
+        return
+    if declared is None or declared > DRAIN_BYTES or response.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return
+    try:
+        sock = getattr(response.connection, "sock", None)
+        if sock is not None:  # urllib3 sets the timeout again for the connection's next request
+            sock.settimeout(min(sock.gettimeout() or DRAIN_SECONDS, DRAIN_SECONDS))
+        response.read(decode_content=False)
+    except (Urllib3Error, OSError, HTTPException, DeadlineExceeded, ValueError):
+        pass  # the connection is closed below
 
 
 def _failure(exc: BaseException, deadline: Deadline) -> str:
@@ -277,6 +325,7 @@ class Fetcher:
     one per (origin, checked address), the least recently used closed past ``MAX_POOLS``."""
 
     MAX_POOLS = 512
+    IDLE_PER_POOL = 4  # idle connections kept per pool: 512 x 4 sockets at most, reached early, so memory stays flat
     MAX_ORIGINS = 20_000  # idle origins' slot counters kept before the oldest are dropped
 
     def __init__(self, config: FetchConfig, resolve=_getaddrinfo) -> None:
@@ -413,10 +462,13 @@ class Fetcher:
             if pool is not None:
                 self.pools.move_to_end(key)
                 return pool
-            size = max(self.config.per_host, 1)
+            size = max(1, min(self.config.per_host, self.IDLE_PER_POOL))
             if target.scheme == "https":
+                # the name is checked by OpenSSL in the handshake (the context's check_hostname):
+                # urllib3's assert_hostname would check it again in Python, walking every name of
+                # the certificate (a shared certificate lists hundreds)
                 pool = _TlsPool(address, target.port, maxsize=size, server_hostname=target.host,
-                                assert_hostname=target.host, ssl_context=self.tls)
+                                ssl_context=self.tls)
             else:
                 pool = _Pool(address, target.port, maxsize=size)
             self.pools[key] = pool

@@ -12,7 +12,9 @@ of robots.txt means, by the RFC's section 2.3:
 timeout, refused redirect   ``error_ttl`` seconds
 =========================== ================================================================
 
-Answers are kept ``ttl`` seconds (the RFC's 24 hours at most). One load per origin at a
+Answers are kept ``ttl`` seconds (the RFC's 24 hours at most), for at most ``max_entries``
+origins and ``max_bytes`` of robots.txt text in all (the least recently used go first: a
+parsed file holds about its text again, and files run up to 500 KiB). One load per origin at a
 time, in the loader's own thread under its own deadline: urls of that host wait for it at
 most until their own deadlines, so a slow robots.txt costs each waiting url its own time and
 holds nothing else.
@@ -31,6 +33,7 @@ from typing import Callable
 from protego import Protego
 
 MAX_ROBOTS_BYTES = 500 * 1024
+MAX_CACHED_BYTES = 32 * 1024 * 1024  # robots.txt text kept per worker, summed over origins
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Rules:
     reason: str = ""
     parser: Protego | None = None
     transient: bool = False  # unreachable: asked again after the cache's error_ttl
+    size: int = 0  # characters of robots.txt text the rules came from (the cache's byte budget)
 
     def crawl_delay(self, agent: str) -> float | None:
         """Seconds between requests that the rules ask of ``agent`` (non-standard, widely used)."""
@@ -62,7 +66,7 @@ def rules_from_response(code: int, body: bytes) -> Rules:
     """The rules an origin gives by answering ``code`` with ``body`` (no redirect)."""
     if 200 <= code < 300:
         text = body[:MAX_ROBOTS_BYTES].decode("utf-8", "replace")
-        return Rules("rules", f"robots.txt HTTP {code}", Protego.parse(text))
+        return Rules("rules", f"robots.txt HTTP {code}", Protego.parse(text), size=len(text))
     if 400 <= code < 500 and code != 429:
         return Rules("allow_all", f"robots.txt HTTP {code}: unavailable, no rules")
     return Rules("disallow_all", f"robots.txt HTTP {code}: unreachable, everything disallowed", transient=True)
@@ -76,9 +80,10 @@ class RobotsCache:
     """origin -> :class:`Rules`, loaded by ``load(origin)`` in a small thread pool."""
 
     def __init__(self, load: Callable[[str], Rules], ttl: float = 86_400.0, error_ttl: float = 60.0,
-                 max_entries: int = 50_000, loaders: int = 64) -> None:
+                 max_entries: int = 50_000, loaders: int = 64, max_bytes: int = MAX_CACHED_BYTES) -> None:
         self.load, self.ttl, self.error_ttl, self.max_entries = load, ttl, error_ttl, max_entries
-        self.entries: OrderedDict[str, tuple[float, Future]] = OrderedDict()
+        self.max_bytes, self.bytes = max_bytes, 0  # robots.txt text held by the entries, summed
+        self.entries: OrderedDict[str, tuple[float, Future, int]] = OrderedDict()  # expiry, load, text size
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(loaders, thread_name_prefix="wit-robots")
 
@@ -96,11 +101,18 @@ class RobotsCache:
             if entry is not None and (entry[0] > now or not entry[1].done()):
                 self.entries.move_to_end(origin)
                 return entry[1]
+            if entry is not None:  # expired: its text leaves the budget
+                self.bytes -= entry[2]
             future = self.pool.submit(self._load, origin)
-            self.entries[origin] = (float("inf"), future)
-            while len(self.entries) > self.max_entries:
-                self.entries.popitem(last=False)
+            self.entries[origin] = (float("inf"), future, 0)
+            self._trim()
             return future
+
+    def _trim(self) -> None:
+        """Drop the least recently used entries past ``max_entries`` or ``max_bytes`` (lock held)."""
+        while len(self.entries) > self.max_entries or (self.bytes > self.max_bytes and len(self.entries) > 1):
+            _, (_, _, size) = self.entries.popitem(last=False)
+            self.bytes -= size
 
     def _load(self, origin: str) -> Rules:
         try:
@@ -111,7 +123,10 @@ class RobotsCache:
         with self.lock:
             entry = self.entries.get(origin)
             if entry is not None and entry[1].done() is False:
-                self.entries[origin] = (time.monotonic() + ttl, entry[1])
+                self.entries[origin] = (time.monotonic() + ttl, entry[1], rules.size)
+                self.bytes += rules.size - entry[2]
+                self.entries.move_to_end(origin)
+                self._trim()
         return rules
 
     def close(self) -> None:
