@@ -8,7 +8,8 @@ holds out, ``--cifar-train`` train images per class from the rest), the ImageNet
 images, 395 captions). The model is exported to OpenCLIP's format and loaded the way OpenCLIP
 users load it (``open_clip.add_model_config`` + ``create_model_and_transforms(name,
 pretrained=FILE)``), then CLIP_benchmark's own ``run`` evaluates each task; ours runs the suite
-on the same folders (cold feature cache). Both in fp32 on the same device, one process.
+on the same folders (cold feature cache). Both in fp32 on the same device, each tool in a
+fresh process of its own (one after the other), as a user runs it.
 
     .venv/bin/python benchmarks/train_cifar.py --model wit-tiny-32 --minutes 4 --out /tmp/wit-cifar
     .venv/bin/python benchmarks/eval_agreement.py --checkpoint /tmp/wit-cifar/run/model --work /tmp/wit-eval-agree
@@ -33,6 +34,7 @@ import csv
 import io
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -187,6 +189,22 @@ def compare(anchor: dict, ours: dict) -> list[tuple[str, float, float, float, fl
     return [(what, a, b, abs(a - b) * 100, tol) for what, a, b, tol in rows]
 
 
+def run_side(args: argparse.Namespace) -> None:
+    """One tool in this process (a fresh one per tool: one tool's leftovers never slow the other)."""
+    import torch
+
+    torch.manual_seed(0)
+    work = Path(args.work)
+    sets = build_sets(shared_data(), work / "data", args.cifar_test, args.cifar_train)
+    out = work / f"{args.side}-{args.stamp}"
+    if args.side == "anchor":
+        scores, times = run_anchor(work / "openclip" / "wit-bench.json", work / "openclip" / "wit-bench.pt",
+                                   "wit-bench", sets, out, args.batch_size)
+    else:
+        scores, times = run_ours(args.checkpoint, sets, out, args.batch_size)
+    Path(args.result).write_text(json.dumps({"scores": scores, "times": times}, default=float))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--checkpoint", required=True, help="a model folder (or checkpoint / run folder)")
@@ -194,21 +212,30 @@ def main() -> int:
     parser.add_argument("--cifar-test", type=int, default=100, help="test images per class (<= 100)")
     parser.add_argument("--cifar-train", type=int, default=100, help="probe train images per class (<= 200)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--side", choices=("anchor", "ours"), help=argparse.SUPPRESS)  # the child processes
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--stamp", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("WIT_QUIET", "1")
-    import torch
-
+    if args.side:
+        run_side(args)
+        return 0
     from trainer.checkpoint import load_model
     from trainer.interop import export_openclip
 
-    torch.manual_seed(0)
     work = Path(args.work)
-    sets = build_sets(shared_data(), work / "data", args.cifar_test, args.cifar_train)
+    build_sets(shared_data(), work / "data", args.cifar_test, args.cifar_train)
     model, _ = load_model(args.checkpoint)
     config, weights = export_openclip(model, work / "openclip", "wit-bench")
+    assert (config, weights) == (work / "openclip" / "wit-bench.json", work / "openclip" / "wit-bench.pt")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    anchor, anchor_times = run_anchor(config, weights, "wit-bench", sets, work / f"anchor-{stamp}", args.batch_size)
-    ours, our_times = run_ours(args.checkpoint, sets, work / f"ours-{stamp}", args.batch_size)
+    sides = {}
+    for side in ("anchor", "ours"):
+        result = work / f"{side}-{stamp}.json"
+        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--side", side, "--result", str(result),
+                        "--stamp", stamp], check=True)
+        sides[side] = json.loads(result.read_text())
+    (anchor, anchor_times), (ours, our_times) = ((sides[s]["scores"], sides[s]["times"]) for s in ("anchor", "ours"))
     print(f"{'what':38s} {'CLIP_benchmark':>14s} {'ours':>8s} {'diff(pt)':>9s} {'goal(pt)':>9s}")
     for what, a, b, diff, tol in compare(anchor, ours):
         goal = "      -" if tol is None else f"{'<=' if diff <= tol + 1e-9 else '> '}{tol:7.1f}"
