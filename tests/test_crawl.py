@@ -19,12 +19,32 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.config import parse_config, to_argv
+from core.jobs import by_command
 from pipeline import crawl
+from pipeline.crawl import CrawlConfig
 from pipeline.fetch import FetchConfig, Fetcher, robots_opt_out
+from pipeline.images import ImageConfig
 from tests.conftest import require_chromium
 from wit.testing import browser
 
-FAST = ["--timeout", "2", "--retries", "2", "--per-host-connections", "64", "--threads-per-worker", "16"]
+CRAWL = by_command("crawl")
+# the loopback web's settings: short deadline, few retries, no per-host limit to speak of
+FAST = {"timeout": 2, "retries": 2, "per_host": 64}
+
+
+def fetching(**fields) -> FetchConfig:
+    """``FAST`` fetch settings with every address allowed, unless ``fields`` say otherwise."""
+    return FetchConfig(**{**FAST, "allow_private": True, **fields})
+
+
+def crawling(urls: str | Path, out: str | Path, fetch: FetchConfig | None = None, **fields) -> CrawlConfig:
+    """A crawl config built in code: one url list, 16 threads, :func:`fetching`'s settings."""
+    return CrawlConfig(urls=[str(urls)], out=str(out), fetch=fetch or fetching(), **{"threads": 16, **fields})
+
+
+def run_crawl(config: CrawlConfig, *beam_args: str) -> None:
+    assert CRAWL.run_config(config, beam_args) is config
 
 
 def write_urls(path: Path, urls: list[str]) -> str:
@@ -65,7 +85,7 @@ def test_every_fault_ends_in_its_status(fake_web, photos, tmp_path):
     }
     urls = write_urls(tmp_path / "urls.parquet", good + list(faults.values()))
     started = time.monotonic()
-    assert crawl.run(["--urls", urls, "--out", str(tmp_path / "out"), "--allow-private-addresses", *FAST]) == 0
+    run_crawl(crawling(urls, tmp_path / "out"))
     elapsed = time.monotonic() - started
     seen = statuses(tmp_path / "out")
     assert all(seen[url][0] == "success" for url in good)
@@ -112,7 +132,7 @@ def test_robots_txt_is_fetched_once_and_honoured(fake_web, photos, tmp_path):
     allowed = [fake_web.add(f"/public/{i}.jpg", photos[i], "image/jpeg") for i in range(5)]
     private = [fake_web.add(f"/private/{i}.jpg", photos[i], "image/jpeg") for i in range(5)]
     urls = write_urls(tmp_path / "urls.parquet", allowed + private)
-    assert crawl.run(["--urls", urls, "--out", str(tmp_path / "out"), "--allow-private-addresses", *FAST]) == 0
+    run_crawl(crawling(urls, tmp_path / "out"))
     seen = statuses(tmp_path / "out")
     assert [seen[u][0] for u in allowed] == ["success"] * 5
     assert [seen[u] for u in private] == [("opted_out", "disallowed by robots.txt")] * 5
@@ -125,7 +145,7 @@ def test_private_and_metadata_addresses_are_refused(fake_web, photos, tmp_path):
     local = fake_web.add("/a.jpg", photos[0], "image/jpeg")
     fake_web.add("/meta.jpg", fault="redirect", redirect_to="http://169.254.169.254/computeMetadata/v1/")
     urls = write_urls(tmp_path / "urls.parquet", [local, "http://metadata.google.internal/x", "ftp://example.org/a.jpg"])
-    assert crawl.run(["--urls", urls, "--out", str(tmp_path / "out"), *FAST]) == 0
+    run_crawl(crawling(urls, tmp_path / "out", fetching(allow_private=False)))
     seen = statuses(tmp_path / "out")
     assert seen[local][0] == "blocked" and "non-public address 127.0.0.1" in seen[local][1]
     assert seen["http://metadata.google.internal/x"][0] == "blocked"
@@ -228,10 +248,11 @@ def test_kill_and_resume_equals_an_uninterrupted_run(fake_web, photos, tmp_path)
     urls[25] = fake_web.add("/slow1.jpg", photos[0], fault="hang")
     urls[45] = fake_web.add("/slow2.jpg", photos[0], fault="hang")
     path = write_urls(tmp_path / "urls.parquet", urls)
-    args = ["--urls", path, "--allow-private-addresses", "--shard-size", "20", *FAST]
-    assert crawl.run(args + ["--out", str(tmp_path / "full")]) == 0
+    full, killed = (crawling(path, tmp_path / name, shard_size=20) for name in ("full", "killed"))
+    run_crawl(full)
     env = {**os.environ, "WIT_QUIET": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.crawl", *args, "--out", str(tmp_path / "killed")],
+    # the process to kill runs the command line of the same config
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.crawl", *to_argv(killed)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (tmp_path / "killed" / "00000_stats.json").exists() and time.monotonic() < deadline:
@@ -239,7 +260,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(fake_web, photos, tmp_path)
     process.kill()
     process.wait()
     assert not (tmp_path / "killed" / "_SUCCESS").exists()
-    assert crawl.run(args + ["--out", str(tmp_path / "killed")]) == 0
+    run_crawl(killed)
     for name in ("00000.tar", "00001.tar", "00002.tar", "00000.parquet", "00001.parquet", "00002.parquet", "sizes.json"):
         assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "killed" / name).read_bytes(), name
     report = json.loads((tmp_path / "killed" / "crawl_report.json").read_text())
@@ -258,8 +279,8 @@ def test_exact_duplicates_across_the_run_keep_the_smallest_key(fake_web, photos,
         urls[row] = fake_web.add(f"/copy/{row}.jpg", photos[1], "image/jpeg")
     path = write_urls(tmp_path / "urls.parquet", urls)
     out = tmp_path / "out"
-    args = ["--urls", path, "--allow-private-addresses", "--shard-size", "5", *FAST, "--out", str(out)]
-    assert crawl.run(args) == 0
+    config = crawling(path, out, shard_size=5)
+    run_crawl(config)
     seen = statuses(out)
     repeats = {3: "000000000", 7: "000000000", 12: "000000000", 14: "000010000"}
     for row, url in enumerate(urls):
@@ -281,10 +302,10 @@ def test_exact_duplicates_across_the_run_keep_the_smallest_key(fake_web, photos,
     assert report["top_reasons"]["duplicate: same sha256"] == 4
 
     files = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("crawl_report")}
-    assert crawl.run(args) == 0  # a finished crawl: nothing left to drop
+    run_crawl(config)  # a finished crawl: nothing left to drop
     assert {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("crawl_report")} == files
     (out / "00002_stats.json").unlink()  # a kill after the rewrite began: the shard is crawled again
-    assert crawl.run(args) == 0
+    run_crawl(config)
     assert {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith("crawl_report")} == files
 
 
@@ -301,8 +322,7 @@ def test_shards_read_by_webdataset_and_openclip(fake_web, photos, tmp_path):
     urls = [fake_web.add(f"/img/{i}.jpg", photos[i], "image/jpeg") for i in range(30)]
     path = write_urls(tmp_path / "urls.parquet", urls)
     out = tmp_path / "out"
-    assert crawl.run(["--urls", path, "--out", str(out), "--allow-private-addresses", "--shard-size", "10",
-                      "--image-size", "64", *FAST]) == 0
+    run_crawl(crawling(path, out, shard_size=10, image=ImageConfig(image_size=64)))
     sizes = json.loads((out / "sizes.json").read_text())
     assert sizes == {"00000.tar": 10, "00001.tar": 10, "00002.tar": 10, "__total__": 30}
     import webdataset as wds
@@ -334,7 +354,7 @@ def test_gcs_output(fake_web, photos, tmp_path, gcs_bucket):
     urls.append(fake_web.add("/copy.jpg", photos[0], "image/jpeg"))  # in shard 2: a repeat of shard 0's
     path = write_urls(tmp_path / "urls.parquet", urls)
     out = f"{gcs_bucket}/shards"
-    assert crawl.run(["--urls", path, "--out", out, "--allow-private-addresses", "--shard-size", "6", *FAST]) == 0
+    run_crawl(crawling(path, out, shard_size=6))
     fs, _ = fsspec.core.url_to_fs(out)
     assert fs.exists(f"{out}/_SUCCESS") and len(read_back(out)) == 12 * 3  # shard 2 rewritten without it
     with fs.open(f"{out}/sizes.json", "rt") as handle:
@@ -348,8 +368,7 @@ def test_success_ratio_alarm_fails_the_job(fake_web, tmp_path):
     urls = [fake_web.add(f"/page{i}.jpg", fault="html") for i in range(5)]
     path = write_urls(tmp_path / "urls.parquet", urls)
     with pytest.raises(Exception, match=r"success ratio 0.000 < --min-success-ratio 0.5.*failed_to_resize': 5"):
-        crawl.run(["--urls", path, "--out", str(tmp_path / "out"), "--allow-private-addresses",
-                   "--min-success-ratio", "0.5", *FAST])
+        run_crawl(crawling(path, tmp_path / "out", min_success_ratio=0.5))
     assert (tmp_path / "out" / "crawl_report.json").exists() and not (tmp_path / "out" / "_SUCCESS").exists()
 
 
@@ -357,8 +376,12 @@ def test_multi_process_workers_run_the_module_entry_point(fake_web, photos, tmp_
     """`python -m pipeline.crawl` with 2 worker processes: DoFns and records unpickle by module path."""
     urls = [fake_web.add(f"/img/{i}.jpg", photos[i], "image/jpeg") for i in range(8)]
     path = write_urls(tmp_path / "urls.parquet", urls)
-    result = subprocess.run([sys.executable, "-m", "pipeline.crawl", "--urls", path, "--out", str(tmp_path / "out"),
-                             "--allow-private-addresses", "--shard-size", "4", *FAST, "--direct_num_workers", "2",
+    # The argv smoke test of this job: the flags a user types parse to the config built in code, and
+    # run, Beam's flags mixed in, through the module's entry point.
+    argv = ["--urls", path, "--out", str(tmp_path / "out"), "--allow-private-addresses", "--shard-size", "4",
+            "--timeout", "2", "--retries", "2", "--per-host-connections", "64", "--threads-per-worker", "16"]
+    assert parse_config(CrawlConfig, argv) == crawling(path, tmp_path / "out", shard_size=4)
+    result = subprocess.run([sys.executable, "-m", "pipeline.crawl", *argv, "--direct_num_workers", "2",
                              "--direct_running_mode", "multi_processing"],
                             env={**os.environ, "WIT_QUIET": "1"}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -378,9 +401,10 @@ def test_eval_index_drops_near_duplicates_during_the_crawl(fake_web, photos, tmp
     eval_dir.mkdir()
     for i in range(4):
         (eval_dir / f"eval{i}.jpg").write_bytes(photos[i])
-    from dedup import index as index_job
+    from dedup.index import IndexConfig
 
-    assert index_job.run(["--name", "evalset", "--images", str(eval_dir), "--out", str(tmp_path / "index")]) == 0
+    index = IndexConfig(out=str(tmp_path / "index"), name="evalset", images=[str(eval_dir)])
+    assert by_command("dedup", "index").run_config(index) is index
     urls = []
     for i, family in enumerate(["crop", "flip", "rotate", "border"]):
         with Image.open(io.BytesIO(photos[i])) as image:
@@ -389,8 +413,7 @@ def test_eval_index_drops_near_duplicates_during_the_crawl(fake_web, photos, tmp
     urls += [fake_web.add(f"/other/{i}.jpg", photos[20 + i], "image/jpeg") for i in range(6)]
     path = write_urls(tmp_path / "urls.parquet", urls)
     out = tmp_path / "out"
-    assert crawl.run(["--urls", path, "--out", str(out), "--allow-private-addresses", "--shard-size", "5",
-                      "--eval-index", str(tmp_path / "index"), *FAST]) == 0
+    run_crawl(crawling(path, out, shard_size=5, eval_indexes=[str(tmp_path / "index")]))
     found = statuses(out)
     for i, url in enumerate(urls):
         status, message = found[url]
@@ -403,8 +426,7 @@ def test_eval_index_drops_near_duplicates_during_the_crawl(fake_web, photos, tmp
     assert json.loads((out / "sizes.json").read_text())["__total__"] == 6
     (tmp_path / "bad").mkdir()
     with pytest.raises(store.IndexError_, match="no index.json"):
-        crawl.run(["--urls", path, "--out", str(tmp_path / "out2"), "--allow-private-addresses",
-                   "--eval-index", str(tmp_path / "bad"), *FAST])
+        run_crawl(crawling(path, tmp_path / "out2", eval_indexes=[str(tmp_path / "bad")]))
 
 
 def test_dns_answers_and_failures_are_cached_per_host():
