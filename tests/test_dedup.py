@@ -7,6 +7,7 @@ import io
 import json
 import random
 import tarfile
+from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -14,10 +15,43 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from core.config import parse_config
+from core.jobs import by_command
 from dedup import features, quality, store, transforms
+from dedup.audit import AuditConfig
 from dedup.detect import DetectConfig, Detector
+from dedup.index import IndexConfig
 from tests.conftest import require_chromium, require_shared_data
 from wit.testing import browser
+
+INDEX, AUDIT = by_command("dedup", "index"), by_command("dedup", "audit")
+
+
+def index_config(name: str, images: str | Path | list, out: str | Path, **fields) -> IndexConfig:
+    """An index of one evaluation set built in code (``images``: one source or a list of them)."""
+    sources = images if isinstance(images, list) else [images]
+    return IndexConfig(name=name, images=[str(source) for source in sources], out=str(out), **fields)
+
+
+def run_index(config: IndexConfig, *beam_args: str) -> None:
+    assert INDEX.run_config(config, beam_args) is config
+
+
+def audit_config(shards: str | Path, index: str | Path, out: str | Path, **fields) -> AuditConfig:
+    """An audit of one shard glob against one index built in code."""
+    return AuditConfig(shards=[str(shards)], indexes=[str(index)], out=str(out), **fields)
+
+
+def run_audit(config: AuditConfig, *beam_args: str) -> None:
+    assert AUDIT.run_config(config, beam_args) is config
+
+
+def same_files(a: Path, b: Path) -> None:
+    """Two job outputs hold the same files with the same bytes."""
+    names = sorted(path.relative_to(a) for path in a.rglob("*") if path.is_file())
+    assert names and names == sorted(path.relative_to(b) for path in b.rglob("*") if path.is_file())
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +151,15 @@ def test_index_job_round_trip_with_labels_tars_and_unreadable_files(tmp_path, ph
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     out = tmp_path / "index"
-    assert index_job.run(["--name", "mini", "--images", str(folder), "--images", str(shard),
-                          "--labels", str(labels), "--out", str(out)]) == 0
+    run_index(index_config("mini", [folder, shard], out, labels=str(labels)))
+    # The argv smoke test of the index job in this file: the flags a user types, ours and Beam's
+    # mixed, parse to the same config and give the same bytes.
+    argv = ["--name", "mini", "--images", str(folder), "--images", str(shard), "--labels", str(labels),
+            "--out", str(tmp_path / "index-argv")]
+    assert parse_config(IndexConfig, argv) == index_config("mini", [folder, shard], tmp_path / "index-argv",
+                                                           labels=str(labels))
+    assert index_job.run(argv + ["--direct_num_workers", "1"]) == 0
+    same_files(out, tmp_path / "index-argv")
     loaded = store.load(str(out))
     by_id = {item["eval_id"]: item for item in loaded.items}
     assert set(by_id) == {"img0.jpg", "img1.jpg", "sub/img2.jpg", "broken.jpg", "evalshard.tar/a1",
@@ -142,14 +183,12 @@ def test_index_job_round_trip_with_labels_tars_and_unreadable_files(tmp_path, ph
 
 
 def test_bad_indexes_fail_clearly(tmp_path, photos):
-    from dedup import index as index_job
-
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "x.jpg").write_bytes(b"nope")
     # raised in a Beam step: the local runner may hand it back wrapped in a RuntimeError
     with pytest.raises((store.IndexError_, RuntimeError), match="none of 1 images could be read"):
-        index_job.run(["--name", "empty", "--images", str(broken), "--out", str(tmp_path / "i0")])
+        run_index(index_config("empty", broken, tmp_path / "i0"))
     with pytest.raises(store.IndexError_, match="no index.json"):
         store.load(str(tmp_path))
     one = quality.index_photos("a", photos[0][:2])
@@ -188,17 +227,14 @@ def _write_pool(base: str, photos, distractors) -> dict:
 
 
 def test_audit_on_gcs_with_clean_shards(gcs_bucket, photos, tmp_path):
-    from dedup import audit
-    from dedup import index as index_job
-
     eval_dir = tmp_path / "eval"
     eval_dir.mkdir()
     for photo in photos[0][:6]:
         (eval_dir / photo.name).write_bytes(photo.read_bytes())
-    assert index_job.run(["--name", "imagenet-6", "--images", str(eval_dir), "--out", f"{gcs_bucket}/index"]) == 0
+    run_index(index_config("imagenet-6", eval_dir, f"{gcs_bucket}/index"))
     expected = _write_pool(gcs_bucket, photos[0][:4], photos[1][:4])
-    assert audit.run(["--shards", f"{gcs_bucket}/shards/*.tar", "--index", f"{gcs_bucket}/index",
-                      "--out", f"{gcs_bucket}/audit", "--write-clean", f"{gcs_bucket}/clean"]) == 0
+    run_audit(audit_config(f"{gcs_bucket}/shards/*.tar", f"{gcs_bucket}/index", f"{gcs_bucket}/audit",
+                           write_clean=f"{gcs_bucket}/clean"))
     fs = fsspec.filesystem("gs")
     overlaps = pq.read_table(io.BytesIO(fs.cat_file(f"{gcs_bucket}/audit/overlaps.parquet"))).to_pylist()
     duplicates = {row["key"]: row["eval_id"] for row in overlaps if row["is_duplicate"]}
@@ -228,30 +264,23 @@ def test_audit_on_gcs_with_clean_shards(gcs_bucket, photos, tmp_path):
 
 
 def test_audit_counts_a_truncated_shard_and_rejects_a_bad_index(tmp_path, photos):
-    from dedup import audit
-
     _write_pool(str(tmp_path), photos[0][:4], photos[1][:4])
     data = (tmp_path / "shards" / "00001.tar").read_bytes()
     (tmp_path / "shards" / "00001.tar").write_bytes(data[:len(data) // 2 + 100])
     store.save(quality.index_photos("imagenet-4", photos[0][:4]), str(tmp_path / "index"))
-    assert audit.run(["--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path / "index"),
-                      "--out", str(tmp_path / "audit")]) == 0
+    run_audit(audit_config(tmp_path / "shards" / "*.tar", tmp_path / "index", tmp_path / "audit"))
     report = json.loads((tmp_path / "audit" / "report.json").read_text())
     assert report["pool"]["damaged_shards"] == 1 and "00001.tar" == report["damaged_shards"][0]["shard"]
     assert report["eval_sets"]["imagenet-4"]["overlap"] == 4
     with pytest.raises(store.IndexError_, match="no index.json"):
-        audit.run(["--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path),
-                   "--out", str(tmp_path / "audit2")])
+        run_audit(audit_config(tmp_path / "shards" / "*.tar", tmp_path, tmp_path / "audit2"))
 
 
 def test_report_opens_in_headless_chromium_with_table_and_thumbnails(tmp_path, photos):
-    from dedup import audit
-
     require_chromium()
     _write_pool(str(tmp_path), photos[0][:4], photos[1][:2])
     store.save(quality.index_photos("imagenet-4", photos[0][:4]), str(tmp_path / "index"))
-    audit.run(["--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path / "index"),
-               "--out", str(tmp_path / "audit")])
+    run_audit(audit_config(tmp_path / "shards" / "*.tar", tmp_path / "index", tmp_path / "audit"))
     page = tmp_path / "audit" / "report.html"
     assert "http" not in page.read_text().split("<body")[0]  # nothing fetched from the network
     dom = browser.dump_dom(page)
@@ -277,7 +306,6 @@ def test_audit_zero_shot_on_all_clean_and_overlap(tmp_path, photos):
     they agree with the trainer's own zero-shot evaluation of the same images."""
     import torch
 
-    from dedup import index as index_job
     from trainer import zeroshot
     from wit import cli
     from trainer.checkpoint import save_model
@@ -297,8 +325,10 @@ def test_audit_zero_shot_on_all_clean_and_overlap(tmp_path, photos):
         (eval_dir / photo.name).write_bytes(photo.read_bytes())
     labels = tmp_path / "labels.tsv"
     labels.write_text("file\tlabel\n" + "".join(f"{p.name}\t{names[i % 3]}\n" for i, p in enumerate(photos[0][:6])))
-    index_job.run(["--name", "six", "--images", str(eval_dir), "--labels", str(labels), "--out", str(tmp_path / "ix")])
+    run_index(index_config("six", eval_dir, tmp_path / "ix", labels=str(labels)))
     _write_pool(str(tmp_path), photos[0][:2], photos[1][:2])
+    # `--checkpoint` exists only on the command line (the app joins the trainer's evaluation to the
+    # job): the argv smoke test of the audit job in this file, through `wit dedup audit`.
     assert cli.main(["dedup", "audit", "--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path / "ix"),
                      "--out", str(tmp_path / "audit"), "--checkpoint", str(folder)]) == 0
     assert (tmp_path / "audit" / "zero_shot_items.json").exists()
@@ -343,15 +373,13 @@ def test_index_lists_hostile_images_as_unreadable(tmp_path, photos, detector):
     """`wit dedup index` over a folder of hostile images next to a real one completes; each is
     listed `unreadable` with its reason and counted; the detector's `match` on their bytes (the
     crawl's in-line check) finds nothing instead of raising."""
-    from dedup import index as index_job
-
     folder = tmp_path / "eval"
     folder.mkdir()
     (folder / "good.jpg").write_bytes(_image_bytes(photos[0][0]))
     hostile = _hostile_images(photos[0][1])
     for name, data in hostile.items():
         (folder / name).write_bytes(data)
-    assert index_job.run(["--name", "hostile", "--images", str(folder), "--out", str(tmp_path / "index")]) == 0
+    run_index(index_config("hostile", folder, tmp_path / "index"))
     loaded = store.load(str(tmp_path / "index"))
     items = {item["eval_id"]: item for item in loaded.items}
     assert set(items) == {"good.jpg", *hostile} and items["good.jpg"]["status"] == "ok"
@@ -390,7 +418,6 @@ def test_audit_counts_hostile_images_and_drops_unsafe_members(tmp_path, photos):
     members completes: the images are counted unreadable with their reasons, the members are
     dropped and counted, the clean shard holds only plain regular members (it extracts inside
     its folder), duplicates are still found, and no file is written outside the output folders."""
-    from dedup import audit
     from pipeline import shards
 
     expected = _write_pool(str(tmp_path), photos[0][:2], photos[1][:2])  # shard 0: 2 copies, 2 distractors
@@ -401,8 +428,8 @@ def test_audit_counts_hostile_images_and_drops_unsafe_members(tmp_path, photos):
     _add_hostile_members(tmp_path / "shards" / "00002.tar", extra[0].key)
     store.save(quality.index_photos("imagenet-2", photos[0][:2]), str(tmp_path / "index"))
     before = {path for path in tmp_path.rglob("*")}
-    assert audit.run(["--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path / "index"),
-                      "--out", str(tmp_path / "audit"), "--write-clean", str(tmp_path / "clean")]) == 0
+    run_audit(audit_config(tmp_path / "shards" / "*.tar", tmp_path / "index", tmp_path / "audit",
+                           write_clean=str(tmp_path / "clean")))
     written = {path for path in tmp_path.rglob("*")} - before
     assert written and all(path.is_relative_to(tmp_path / "audit") or path.is_relative_to(tmp_path / "clean")
                            for path in written), sorted(map(str, written))

@@ -7,14 +7,42 @@ from __future__ import annotations
 import json
 import pickle
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from core.config import parse_config
+from core.jobs import by_command
 from dedup import features, hashindex, quality, store, transforms, vocab
+from dedup.audit import AuditConfig
 from dedup.detect import Detector
+from dedup.index import IndexConfig
 from tests.conftest import require_shared_data
+
+INDEX, AUDIT = by_command("dedup", "index"), by_command("dedup", "audit")
+
+
+def run_index(config: IndexConfig, *beam_args: str) -> None:
+    assert INDEX.run_config(config, beam_args) is config
+
+
+def audit_config(shards: str | Path, index: str | Path, out: str | Path, **fields) -> AuditConfig:
+    """An audit of one shard glob against one index, built in code."""
+    return AuditConfig(shards=[str(shards)], indexes=[str(index)], out=str(out), **fields)
+
+
+def run_audit(config: AuditConfig, *beam_args: str) -> None:
+    assert AUDIT.run_config(config, beam_args) is config
+
+
+def same_files(a: Path, b: Path) -> None:
+    """Two job outputs hold the same files with the same bytes."""
+    names = sorted(path.relative_to(a) for path in a.rglob("*") if path.is_file())
+    assert names and names == sorted(path.relative_to(b) for path in b.rglob("*") if path.is_file())
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +153,6 @@ def test_many_sets_in_one_index_report_per_set(tmp_path, photos):
     """`wit dedup index --set A=... --set B=... --set-labels` makes one index; the audit's
     report has one row per set, each with its own overlap, and the HTML one table per set."""
     from dedup import audit
-    from dedup import index as index_job
     from pipeline import shards
 
     for name, chosen in (("alpha", photos[0][:3]), ("beta", photos[0][3:6])):
@@ -133,9 +160,8 @@ def test_many_sets_in_one_index_report_per_set(tmp_path, photos):
         for photo in chosen:
             (tmp_path / name / photo.name).write_bytes(photo.read_bytes())
     (tmp_path / "alpha.tsv").write_text("file\tlabel\n" + "".join(f"{p.name}\tthing\n" for p in photos[0][:3]))
-    assert index_job.run(["--name", "suite", "--set", f"alpha={tmp_path / 'alpha'}", "--set",
-                          f"beta={tmp_path / 'beta'}", "--set-labels", f"alpha={tmp_path / 'alpha.tsv'}",
-                          "--out", str(tmp_path / "index")]) == 0
+    run_index(IndexConfig(name="suite", set_specs=[f"alpha={tmp_path / 'alpha'}", f"beta={tmp_path / 'beta'}"],
+                          set_labels=[f"alpha={tmp_path / 'alpha.tsv'}"], out=str(tmp_path / "index")))
     meta = json.loads((tmp_path / "index" / "index.json").read_text())
     assert meta["format"] == store.FORMAT and meta["sets"] == {"alpha": {"items": 3, "readable": 3},
                                                                "beta": {"items": 3, "readable": 3}}
@@ -145,8 +171,15 @@ def test_many_sets_in_one_index_report_per_set(tmp_path, photos):
     samples = [shards.Sample(key=f"00000{i:04d}", url=f"https://example.com/{i}.jpg", caption="c", status="success",
                              image=_copy(photo, family)) for i, (photo, family) in enumerate(rows)]
     shards.write_shard(str(tmp_path / "shards"), 0, samples, "jpg")
-    assert audit.run(["--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path / "index"),
-                      "--out", str(tmp_path / "audit")]) == 0
+    run_audit(audit_config(tmp_path / "shards" / "*.tar", tmp_path / "index", tmp_path / "audit"))
+    # The argv smoke test of the audit job in this file: the flags a user types, ours and Beam's
+    # mixed, parse to the same config and give the same bytes.
+    argv = ["--shards", str(tmp_path / "shards" / "*.tar"), "--index", str(tmp_path / "index"),
+            "--out", str(tmp_path / "audit-argv")]
+    assert parse_config(AuditConfig, argv) == audit_config(tmp_path / "shards" / "*.tar", tmp_path / "index",
+                                                           tmp_path / "audit-argv")
+    assert audit.run(argv + ["--direct_num_workers", "1"]) == 0
+    same_files(tmp_path / "audit", tmp_path / "audit-argv")
     report = json.loads((tmp_path / "audit" / "report.json").read_text())
     assert {name: (s["all"], s["overlap"], s["clean"]) for name, s in report["eval_sets"].items()} == {
         "alpha": (3, 1, 2), "beta": (3, 2, 1)}
@@ -156,7 +189,7 @@ def test_many_sets_in_one_index_report_per_set(tmp_path, photos):
     assert {item["eval_set"]: item["label"] for item in loaded.items if item["eval_set"] == "alpha"} == {"alpha": "thing"}
 
 
-def test_sets_file_and_set_names_must_differ(tmp_path, photos):
+def test_sets_file_and_set_names_must_differ(tmp_path, photos, capsys):
     from dedup import index as index_job
 
     (tmp_path / "a").mkdir()
@@ -164,10 +197,19 @@ def test_sets_file_and_set_names_must_differ(tmp_path, photos):
     sets = tmp_path / "sets.yaml"
     sets.write_text(f"sets:\n  - name: first\n    images: [{tmp_path / 'a'}]\n  - name: second\n"
                     f"    images: {tmp_path / 'a'}\n")
-    assert index_job.run(["--sets", str(sets), "--out", str(tmp_path / "index")]) == 0
+    run_index(IndexConfig(sets_file=str(sets), out=str(tmp_path / "index")))
     assert store.load(str(tmp_path / "index")).sets == ["first", "second"]
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match=r"two sets share a name: \['one', 'one'\]"):
+        IndexConfig(set_specs=[f"one={tmp_path / 'a'}", f"one={tmp_path / 'a'}"], out=str(tmp_path / "i2"))
+    # The argv smoke test of the index job in this file: `--sets FILE` parses to the same config and
+    # gives the same bytes; a bad set list on the command line is a usage error (exit 2) naming it.
+    argv = ["--sets", str(sets), "--out", str(tmp_path / "index-argv")]
+    assert parse_config(IndexConfig, argv) == IndexConfig(sets_file=str(sets), out=str(tmp_path / "index-argv"))
+    assert index_job.run(argv + ["--direct_num_workers", "1"]) == 0
+    same_files(tmp_path / "index", tmp_path / "index-argv")
+    with pytest.raises(SystemExit) as exited:
         index_job.run(["--set", f"one={tmp_path / 'a'}", "--set", f"one={tmp_path / 'a'}", "--out", str(tmp_path / "i2")])
+    assert exited.value.code == 2 and "two sets share a name" in capsys.readouterr().err
 
 
 def _mapped(array: np.ndarray) -> bool:
