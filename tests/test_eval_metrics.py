@@ -151,3 +151,14 @@ def test_summary_uses_the_shipped_lines():
         robustness.summary(0.7, {"my-shift": 0.5}, "imagenet-z")
     with pytest.raises(ValueError, match="slope and intercept"):
         robustness.summary(0.7, {"my-shift": 0.5}, {"slope": 1.0})
+
+
+def test_the_report_states_the_line_used_and_each_shifts_effective_robustness():
+    from trainer.evaluation import report
+
+    five = robustness.summary(0.7, {name: 0.3 for name in testbed_fits.AVERAGED}, None)
+    text = report._robustness_text({"robustness": five})
+    assert "1.0439 logit(ImageNet) + -1.8918" in text and "imagenet-testbed" in text
+    assert "imagenetv2: effective robustness" in text and "imagenet_sketch: effective robustness" in text
+    pieces = report._robustness_text({"robustness": robustness.summary(0.9, {"mine": 0.1}, "imagenet-a")})
+    assert "0.6894 logit(ImageNet)" in pieces and "2.9560 logit(ImageNet)" in pieces  # a line of two pieces

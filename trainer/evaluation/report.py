@@ -117,8 +117,9 @@ def _robustness_text(results: dict) -> str:
         text += f"; ImageNet {_pct(s['imagenet'])}%, drop {_pct(s['drop'])} points"
     if s.get("effective_robustness") is not None:
         fit = s["fit"]
-        text += (f"; effective robustness {_pct(s['effective_robustness'])} points against the fit "
-                 f"logit(shift) = {fit['slope']:.4f} logit(ImageNet) + {fit['intercept']:.4f} "
+        line = "; ".join(f"logit(shift) = {p['slope']:.4f} logit(ImageNet) + {p['intercept']:.4f}"
+                         for p in fit.get("pieces", [fit]))
+        text += (f"; effective robustness {_pct(s['effective_robustness'])} points against the fit {line} "
                  f"(source: {html.escape(str(fit.get('source', 'task file')))})")
     else:
         text += ("; no reference line for this set of shifts (the shipped average line needs the five paper "
