@@ -16,42 +16,18 @@ import pytest
 from PIL import Image
 
 from core.config import parse_config
-from core.jobs import by_command
 from dedup import features, quality, store, transforms
-from dedup.audit import AuditConfig
 from dedup.detect import DetectConfig, Detector
 from dedup.index import IndexConfig
 from tests.conftest import require_chromium, require_shared_data
+from tests.dedup_jobs import audit_config, run_audit, run_index, same_files
 from wit.testing import browser
-
-INDEX, AUDIT = by_command("dedup", "index"), by_command("dedup", "audit")
 
 
 def index_config(name: str, images: str | Path | list, out: str | Path, **fields) -> IndexConfig:
     """An index of one evaluation set built in code (``images``: one source or a list of them)."""
     sources = images if isinstance(images, list) else [images]
     return IndexConfig(name=name, images=[str(source) for source in sources], out=str(out), **fields)
-
-
-def run_index(config: IndexConfig, *beam_args: str) -> None:
-    assert INDEX.run_config(config, beam_args) is config
-
-
-def audit_config(shards: str | Path, index: str | Path, out: str | Path, **fields) -> AuditConfig:
-    """An audit of one shard glob against one index built in code."""
-    return AuditConfig(shards=[str(shards)], indexes=[str(index)], out=str(out), **fields)
-
-
-def run_audit(config: AuditConfig, *beam_args: str) -> None:
-    assert AUDIT.run_config(config, beam_args) is config
-
-
-def same_files(a: Path, b: Path) -> None:
-    """Two job outputs hold the same files with the same bytes."""
-    names = sorted(path.relative_to(a) for path in a.rglob("*") if path.is_file())
-    assert names and names == sorted(path.relative_to(b) for path in b.rglob("*") if path.is_file())
-    for name in names:
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
 @pytest.fixture(scope="module")
