@@ -123,8 +123,8 @@ def test_testbed_rules_keep_only_standard_models_above_the_floor():
 def test_shipped_lines_put_a_standard_resnet50_on_the_line():
     # The testbed's ResNet-50: 76.13 % ImageNet, 63.21 % ImageNetV2, 24.09 % Sketch; 0 % on
     # ImageNet-A (by construction of A) at 91.86 % on A's classes.
-    lines = testbed_fits.load_fits()
-    assert set(testbed_fits.AVERAGED) | {"average"} == set(lines)
+    lines = robustness.load_fits()
+    assert set(robustness.AVERAGED) | {"average"} == set(lines)
     assert robustness.predicted(lines["imagenetv2"], 0.7613) == pytest.approx(0.6321, abs=0.01)
     assert robustness.predicted(lines["imagenet_sketch"], 0.7613) == pytest.approx(0.2409, abs=0.01)
     low, high = lines["imagenet-a"]["pieces"]
@@ -135,8 +135,8 @@ def test_shipped_lines_put_a_standard_resnet50_on_the_line():
 
 
 def test_summary_uses_the_shipped_lines():
-    lines = testbed_fits.load_fits()
-    five = {name: 0.3 for name in testbed_fits.AVERAGED}
+    lines = robustness.load_fits()
+    five = {name: 0.3 for name in robustness.AVERAGED}
     full = robustness.summary(0.7, five, None)  # the five paper shifts: the average's line applies
     assert full["fit"]["name"] == "average"
     assert full["effective_robustness"] == pytest.approx(0.3 - robustness.predicted(lines["average"], 0.7))
@@ -156,7 +156,7 @@ def test_summary_uses_the_shipped_lines():
 def test_the_report_states_the_line_used_and_each_shifts_effective_robustness():
     from trainer.evaluation import report
 
-    five = robustness.summary(0.7, {name: 0.3 for name in testbed_fits.AVERAGED}, None)
+    five = robustness.summary(0.7, {name: 0.3 for name in robustness.AVERAGED}, None)
     text = report._robustness_text({"robustness": five})
     assert "1.0439 logit(ImageNet) + -1.8918" in text and "imagenet-testbed" in text
     assert "imagenetv2: effective robustness" in text and "imagenet_sketch: effective robustness" in text

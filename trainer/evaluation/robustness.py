@@ -19,10 +19,15 @@ average and the drop from ImageNet, and says why there is no effective robustnes
 from __future__ import annotations
 
 import csv
+import functools
+import json
 import math
+from pathlib import Path
 from typing import Sequence
 
-from trainer.evaluation import testbed_fits
+#: The shipped lines, written by :mod:`trainer.evaluation.testbed_fits` (their source inside).
+FITS_FILE = Path(__file__).with_name("testbed_fits.json")
+AVERAGED = ("imagenetv2", "imagenet_sketch", "imagenet-r", "imagenet-a", "objectnet")  # the average line's shifts
 
 
 def logit(p: float) -> float:
@@ -58,6 +63,12 @@ def fit_from_csv(path: str, imagenet_column: str = "imagenet", shifted_column: s
     return {**fit, "source": path}
 
 
+@functools.lru_cache(maxsize=1)
+def load_fits() -> dict:
+    """The shipped lines by name (read once; callers copy what they change)."""
+    return json.loads(FITS_FILE.read_text())
+
+
 def predicted(fit: dict, imagenet_accuracy: float) -> float:
     """The line's shifted accuracy at an ImageNet accuracy (0-1); a line of pieces picks its piece."""
     for piece in fit.get("pieces", ()):
@@ -69,7 +80,7 @@ def predicted(fit: dict, imagenet_accuracy: float) -> float:
 def resolve_fit(fit: dict | str | None, shifts: dict[str, float]) -> dict | None:
     """The average's line: the task file's (a mapping or a shipped line's name), else the shipped
     ``average`` line when the shifts are exactly the five it was fitted on."""
-    shipped = testbed_fits.load_fits()
+    shipped = load_fits()
     if isinstance(fit, str):
         if fit not in shipped:
             raise ValueError(f"robustness_fit: {fit!r} is not a shipped line ({', '.join(sorted(shipped))})")
@@ -78,7 +89,7 @@ def resolve_fit(fit: dict | str | None, shifts: dict[str, float]) -> dict | None
         if not isinstance(fit, dict) or not {"slope", "intercept"} <= set(fit):
             raise ValueError(f"robustness_fit: a mapping with slope and intercept, or a shipped line's name; got {fit!r}")
         return fit
-    if set(shifts) == set(testbed_fits.AVERAGED):
+    if set(shifts) == set(AVERAGED):
         return {**shipped["average"], "name": "average"}
     return None
 
@@ -94,7 +105,7 @@ def summary(imagenet_accuracy: float | None, shifts: dict[str, float], fit: dict
     result = {"imagenet": imagenet_accuracy, "shifts": shifts, "average": average, "fit": fit}
     if imagenet_accuracy is not None:
         result["drop"] = imagenet_accuracy - average
-        shipped = testbed_fits.load_fits()
+        shipped = load_fits()
         per_shift = {}
         for name, accuracy in shifts.items():
             line = shipped.get(name)

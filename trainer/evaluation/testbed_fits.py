@@ -26,14 +26,13 @@ import argparse
 import ast
 import csv
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.evaluation.robustness import FITS_FILE, fit_logit_line
+
 SOURCE = ("Taori et al. 2020 testbed, github.com/modestyachts/imagenet-testbed (MIT) at {commit}: "
           "robustness_top1s.csv; standard-training models, the testbed's line-fit rules")
-FITS_FILE = Path(__file__).with_name("testbed_fits.json")
-AVERAGED = ("imagenetv2", "imagenet_sketch", "imagenet-r", "imagenet-a", "objectnet")
 IMAGENET_A_SPLIT = 91.86  # ResNet-50's top-1 on ImageNet-A's 200 classes: the testbed's pivot
 
 
@@ -66,19 +65,12 @@ def standard_models(model_types_source: str) -> set[str]:
     raise ValueError("model_types.py: no `model_types_map = {...}` found")
 
 
-def _logit(percent: float) -> float:
-    p = percent / 100
-    return math.log(p / (1 - p))
-
-
 def _line(points: list[tuple[float, float]]) -> dict:
-    """Least squares in logit space (the testbed's ``scipy.stats.linregress`` on logits)."""
+    """Least squares in logit space (the testbed's ``scipy.stats.linregress`` on logits), of
+    accuracies in percent."""
     if len({x for x, _ in points}) < 2:
         raise ValueError(f"a line needs two or more models of different accuracy; {len(points)} qualify")
-    xs, ys = [_logit(x) for x, _ in points], [_logit(y) for _, y in points]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    return {"slope": slope, "intercept": my - slope * mx, "models": len(xs)}
+    return fit_logit_line([x / 100 for x, _ in points], [y / 100 for _, y in points])
 
 
 def _points(rows: list[dict], standard: set[str], rule: Rule) -> list[tuple[float, float, str]]:
@@ -115,10 +107,6 @@ def fit_testbed(rows: list[dict], standard: set[str], commit: str, rules: tuple[
             fit.update(_line([(x, y) for x, y, _ in points]))
         fits[rule.name] = fit
     return fits
-
-
-def load_fits() -> dict:
-    return json.loads(FITS_FILE.read_text())
 
 
 def main(argv: list[str] | None = None) -> None:
