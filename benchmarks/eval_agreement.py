@@ -11,7 +11,7 @@ pretrained=FILE)``), then CLIP_benchmark's own ``run`` evaluates each task; ours
 on the same folders (cold feature cache). Both in fp32 on the same device, each tool in a
 fresh process of its own (one after the other), as a user runs it.
 
-    .venv/bin/python benchmarks/train_cifar.py --model wit-tiny-32 --minutes 4 --out /tmp/wit-cifar
+    .venv/bin/python benchmarks/train_cifar.py --model wit-tiny-32 --minutes 12 --out /tmp/wit-cifar
     .venv/bin/python benchmarks/eval_agreement.py --checkpoint /tmp/wit-cifar/run/model --work /tmp/wit-eval-agree
 
 Agreement goals: zero-shot top-1 and mean-per-class within 0.1 point, retrieval recall@1/5/10

@@ -33,15 +33,18 @@ INPUTS: dict[str, Input] = {
     "crawl_success": Input(0.6, "ratio", "assumed: share of urls still downloadable (LAION re-crawls: 50-70%)"),
     # our measured per-core rates (2-core machine; docs/curation.md, docs/crawl.md, docs/dedup.md)
     "curate_rate": Input(5_500, "pairs/s/core", "measured: benchmarks/curate_matching.py, whole job"),
-    "crawl_rate": Input(48.6, "urls/s/core", "measured: benchmarks/crawl_scale.py, 100,000 urls over 2,000 https "
-                                             "hosts with latency and a 26% failure mix, 97.2 urls/s on 2 cores"),
-    "audit_rate": Input(161, "images/s/core", "measured: benchmarks/dedup_speed.py, index of 100,000 evaluation images "
-                                               "(CPU time, load average 4.5-11; a84e937 at 500 images: 168 in the "
-                                               "same run; 1.35x the detector before it in one process)"),
+    "crawl_rate": Input(165, "urls/s/core", "measured: benchmarks/crawl_wan.py, wit at its defaults over 200 https "
+                                            "hosts with latency and a 26% failure mix, real photos to 256 px: 3,000 "
+                                            "urls in 18.2 CPU-s (the run on a quiet machine; 15.2-20.9 in four runs); "
+                                            "per CPU-second, as Dataflow bills a vCPU, its 128 threads covering the "
+                                            "latency"),
+    "audit_rate": Input(192.6, "images/s/core", "measured: benchmarks/dedup_speed.py, index of 100,000 evaluation "
+                                                 "images, CPU time of one worker on a quiet machine (170.1 beside other "
+                                                 "jobs)"),
     "eval_images": Input(1e6, "images", "cited: CLIP section 5 (35 evaluation sets) and DataComp's 38 tasks, ~1M together"),
     "index_bytes_per_eval": Input(4_274, "bytes/image", "measured: benchmarks/dedup_speed.py, index of 100,000"),
-    "index_setup_per_10k": Input(0.017, "s per 10k images", "measured: benchmarks/dedup_speed.py, worker set-up, "
-                                                            "index of 100,000"),
+    "index_setup_per_10k": Input(0.007, "s per 10k images", "measured: benchmarks/dedup_speed.py, worker set-up, "
+                                                            "index of 100,000 (0.067 s), quiet machine"),
     "audit_worker_rss_gb": Input(0.19, "GB/process", "measured: benchmarks/dedup_speed.py, private memory of a worker "
                                                      "at 100,000 (186 MB; the mapped index is in the page cache)"),
     "index_job_peak_per_eval": Input(26_900, "bytes/image", "measured: benchmarks/dedup_speed.py --index-memory, "

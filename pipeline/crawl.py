@@ -43,6 +43,7 @@ import apache_beam as beam
 import fsspec
 
 from pipeline import crawl_report, exact_duplicates, images, shards
+from pipeline.list_rows import read_table, row_count
 from pipeline.fetch import FetchConfig, Fetcher, tls_context
 from pipeline.urls import allowed_networks, ascii_host
 from core import config as config_flags
@@ -180,39 +181,6 @@ def resolve_pairs(values: list[str]) -> dict[str, str]:
 
 
 # -- reading url lists ---------------------------------------------------------------------------
-def read_table(path: str, start: int = 0, end: int | None = None) -> tuple[list[str], list[dict]]:
-    """The column names of a url list and its rows ``start:end`` as dicts of the values found
-    (for csv, tsv and jsonl the names are the keys of those rows). Parquet through pyarrow; csv,
-    tsv and jsonl record by record (:func:`pipeline.candidates.url_list_rows`), where one ragged
-    row, one over-long line or one caption of another JSON type would fail pyarrow's reader,
-    and with it the whole file: a record that does not parse keeps its place, empty."""
-    import itertools
-
-    from pipeline.candidates import url_list_rows
-
-    if ".parquet" in path.rsplit("/", 1)[-1].lower():
-        import pyarrow.parquet as pq
-
-        with fsspec.open(path, "rb") as handle:
-            table = pq.read_table(handle)
-        stop = table.num_rows if end is None else min(end, table.num_rows)
-        return table.column_names, table.slice(start, max(0, stop - start)).to_pylist()
-    rows = list(itertools.islice(url_list_rows(path), start, end))
-    return list(dict.fromkeys(key for row in rows for key in row)), rows
-
-
-def row_count(path: str) -> int:
-    """Rows of a url list; for parquet from the footer alone, without reading the columns."""
-    if ".parquet" in path.rsplit("/", 1)[-1].lower():
-        import pyarrow.parquet as pq
-
-        with fsspec.open(path, "rb") as handle:
-            return pq.ParquetFile(handle).metadata.num_rows
-    from pipeline.candidates import url_list_rows
-
-    return sum(1 for _ in url_list_rows(path))
-
-
 def plan_shards(paths: list[str], shard_size: int) -> list[ShardTask]:
     tasks, shard = [], 0
     for path in paths:
@@ -234,12 +202,18 @@ def shard_rows(task: ShardTask, config: CrawlConfig) -> list[dict]:
     from pipeline.candidates import find_columns, url_value
     from pipeline.captions import caption_text
 
-    names, rows = read_table(task.path, task.start, task.end)
-    url_col = caption_col = None
-    if names:  # none when every record of the shard failed to parse: each is then a missing url
+    def columns(names: list[str]) -> tuple[str, str | None]:
         url_col, caption_col = find_columns(names, config.url_col, config.caption_col, task.path)
         if url_col is None:
             raise ValueError(f"{task.path}: no url column {config.url_col!r} (columns: {names})")
+        return url_col, caption_col
+
+    def select(names: list[str]) -> list[str]:  # parquet: only the columns the crawl uses are read
+        return [name for name in (*columns(names), "uid", "entry_ids") if name and name in names]
+
+    names, rows = read_table(task.path, task.start, task.end, select)
+    # no names when every record of a csv/jsonl shard failed to parse: each is then a missing url
+    url_col, caption_col = columns(names) if names else (None, None)
     issues: Counter = Counter()
     taken = []
     for row in rows:
@@ -321,6 +295,19 @@ def limit_malloc_arenas(count: int = 2) -> None:
 
     try:
         ctypes.CDLL("libc.so.6").mallopt(-8, count)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+def release_free_memory() -> None:
+    """Give the heap's free pages back to the system (glibc's ``malloc_trim``). glibc keeps what a
+    thread frees inside its heap, so without this a worker's resident memory follows the highest
+    point its download threads' buffers ever reached together, a mark that creeps up the longer
+    the crawl runs. Called once a shard is written (every ~1,000 urls: a few ms)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
 
@@ -414,9 +401,13 @@ class CrawlShardFn(beam.DoFn):
         samples = [future.result() for future in shard.futures]
         exact_duplicates.mark_in_shard(samples)
         stats = shards.write_shard(self.config.out, shard.task.shard, samples, self.config.image.encode_format)
+        hashes = list(exact_duplicates.success_hashes(samples))
+        samples.clear()  # the shard's images are written: freed before the heap's free pages go back
+        shard.futures.clear()
+        release_free_memory()
         yield {**stats, "resumed": False, "seconds": time.monotonic() - shard.started,
                "worker": worker_resources(self.fetcher)}
-        for pair in exact_duplicates.success_hashes(samples):
+        for pair in hashes:
             yield beam.pvalue.TaggedOutput("hashes", pair)
 
 

@@ -292,10 +292,10 @@ def test_scale_model_is_stable_and_matches_a_hand_calculation():
     assert first == subprocess.run(run, capture_output=True, text=True, check=True).stdout
     data = json.loads(subprocess.run([*run, "--json"], capture_output=True, text=True, check=True).stdout)
     rows = {(r["stage"], r["quantity"]): r["value"] for r in data["rows"]}
-    # by hand: 400M pairs / 0.6 success = 666.7M urls; / 48.6 urls/s/core / 3600 = 3,810 core-hours
-    assert rows[("crawl", "worker core-hours")] == pytest.approx(400e6 / 0.6 / 48.6 / 3600)
-    assert round(rows[("crawl", "worker core-hours")]) == 3810
-    # and its cost: 3,810 core-h on n2-highcpu-8 = 476.3 VM-h x (8 x 0.056 + 8 x 0.003557) USD
-    assert rows[("crawl", "Dataflow cost")] == pytest.approx(3810.39 / 8 * (8 * 0.056 + 8 * 0.003557), rel=1e-4)
+    # by hand: 400M pairs / 0.6 success = 666.7M urls; / 165 urls/s/core / 3600 = 1,122 core-hours
+    assert rows[("crawl", "worker core-hours")] == pytest.approx(400e6 / 0.6 / 165 / 3600)
+    assert round(rows[("crawl", "worker core-hours")]) == 1122
+    # and its cost: 1,122.3 core-h on n2-highcpu-8 = 140.3 VM-h x (8 x 0.056 + 8 x 0.003557) USD
+    assert rows[("crawl", "Dataflow cost")] == pytest.approx(1122.334 / 8 * (8 * 0.056 + 8 * 0.003557), rel=1e-4)
     assert all(item["source"].split(":")[0] in ("measured", "cited", "assumed") for item in data["inputs"].values())
-    assert (ROOT / "docs/scale.md").read_text().count("| crawl | worker core-hours | 3,810 |") == 1
+    assert (ROOT / "docs/scale.md").read_text().count("| crawl | worker core-hours | 1,122 |") == 1
