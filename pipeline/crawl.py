@@ -27,6 +27,7 @@ Dataflow:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -287,29 +288,33 @@ def _crawl_one(fetcher: Fetcher, key: str, row: dict, config: CrawlConfig, detec
                          phash=result.phash or None, **base)
 
 
+@functools.cache
+def _glibc():
+    """The C library when it is glibc (its malloc tuning calls), else None: loaded once."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
 def limit_malloc_arenas(count: int = 2) -> None:
     """Ask glibc for at most ``count`` malloc arenas in this process. By default every thread
     that allocates may get its own (up to 8 per core), and 256 download threads spread the
     worker's memory over all of them, each holding freed memory of its own."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, count)  # M_ARENA_MAX
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+    if _glibc() is not None:  # not glibc: nothing to do
+        _glibc().mallopt(-8, count)  # M_ARENA_MAX
 
 
 def release_free_memory() -> None:
     """Give the heap's free pages back to the system (glibc's ``malloc_trim``). glibc keeps what a
     thread frees inside its heap, so without this a worker's resident memory follows the highest
     point its download threads' buffers ever reached together, a mark that creeps up the longer
-    the crawl runs. Called once a shard is written (every ~1,000 urls: a few ms)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+    the crawl runs. Called once a shard is written (every ~1,000 urls)."""
+    if _glibc() is not None:  # not glibc: nothing to do
+        _glibc().malloc_trim(0)
 
 
 def worker_resources(fetcher: Fetcher) -> dict:
