@@ -101,7 +101,8 @@ def frame_overlap(affine: np.ndarray, pool_shape: tuple[int, int], eval_shape: t
     (ph, pw), (eh, ew) = pool_shape, eval_shape
     corners = np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], np.float32)
     mapped = np.ascontiguousarray(corners @ affine[:, :2].T.astype(np.float32) + affine[:, 2].astype(np.float32))
-    if np.linalg.det(affine[:, :2]) < 0:  # a mirrored map turns the polygon's orientation
+    (a, b), (c, d) = affine[:, :2].tolist()
+    if a * d - b * c < 0:  # a mirrored map turns the polygon's orientation (numpy's det: 25 us a call)
         mapped = np.ascontiguousarray(mapped[::-1])
     mapped_area = abs(cv2.contourArea(mapped))
     if mapped_area <= 0:

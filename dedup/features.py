@@ -150,14 +150,21 @@ def phashes(greys: list[np.ndarray]) -> np.ndarray:
     63 AC terms), run on all the arrays at once: the Python around the two DCTs cost as much as
     they do. tests/test_dedup.py compares the codes with imagededup's ``encode_image``.
     """
+    return _codes(np.stack([_thumb32(grey) for grey in greys]) if greys else np.zeros((0, 32, 32), np.uint8))
+
+
+def _thumb32(grey: np.ndarray) -> np.ndarray:
+    """The 32 x 32 image PHash transforms: area average to 64 px, then Pillow's Lanczos."""
+    if max(grey.shape) > 64:
+        grey = cv2.resize(grey, (min(64, grey.shape[1]), min(64, grey.shape[0])), interpolation=cv2.INTER_AREA)
+    return np.asarray(Image.fromarray(grey.astype(np.uint8, copy=False)).resize((32, 32), Image.LANCZOS))
+
+
+def _codes(small: np.ndarray) -> np.ndarray:
+    """(k, 8) PHash codes of (k, 32, 32) images: two DCTs, the 8 x 8 corner against its AC median."""
     from scipy.fftpack import dct
 
-    small = np.empty((len(greys), 32, 32), np.float64)
-    for i, grey in enumerate(greys):
-        if max(grey.shape) > 64:
-            grey = cv2.resize(grey, (min(64, grey.shape[1]), min(64, grey.shape[0])), interpolation=cv2.INTER_AREA)
-        small[i] = np.asarray(Image.fromarray(grey.astype(np.uint8, copy=False)).resize((32, 32), Image.LANCZOS))
-    corner = dct(dct(small, axis=1), axis=2)[:, :8, :8].reshape(len(greys), 64)
+    corner = dct(dct(small.astype(np.float64), axis=1), axis=2)[:, :8, :8].reshape(len(small), 64)
     median = np.median(corner[:, 1:], axis=1)
     return np.packbits(corner >= median[:, None], axis=1)
 
@@ -228,12 +235,18 @@ def view_count(config: FeatureConfig) -> int:
 
 def pool_hashes(grey: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
     """(k, 8) codes of a pool image and whether each is of the mirror image: the image and its
-    mirror, and when it has uniform borders its interior and that one's mirror."""
+    mirror, and when it has uniform borders its interior and that one's mirror.
+
+    A mirror's code is the PHash of the mirror of the image's 64 px area average: Pillow's Lanczos
+    step commutes with the flip bit for bit, so the mirror costs two DCTs and no resize (OpenCV's
+    area average does not commute exactly: flipping before it moves an occasional pixel by one
+    level, which can move a code by a bit)."""
     images = [grey]
     inner = trim_borders(grey, config.border_tolerance)
     if inner.shape != grey.shape:
         images.append(inner)
-    return phashes(images + [image[:, ::-1] for image in images]), np.repeat([False, True], len(images))
+    small = np.stack([_thumb32(image) for image in images])
+    return _codes(np.concatenate([small, small[:, :, ::-1]])), np.repeat([False, True], len(images))
 
 
 def eval_hashes(grey: np.ndarray, config: FeatureConfig) -> np.ndarray:

@@ -64,6 +64,28 @@ def test_batched_hashes_are_imagededups_phash_of_every_view(photos):
             assert features.to_hex(code) == hasher.encode_image(image_array=np.ascontiguousarray(small))
 
 
+def test_pool_mirror_codes_are_imagededups_phash_of_the_mirrored_64px_image(photos):
+    """The pool side flips the 32 px image instead of resizing the mirror image again: each mirror
+    code is imagededup's PHash of the mirrored 64 px area average, bit for bit, including the
+    border-trimmed interior's mirror."""
+    import cv2
+    from imagededup.methods import PHash
+
+    hasher, config = PHash(verbose=False), features.FeatureConfig()
+    for photo in photos[0][:3] + photos[1][:2]:
+        grey = features.decode_grey(photo.read_bytes())
+        for image, bordered in ((grey, False), (np.pad(grey, 20), True)):
+            codes, mirrored = features.pool_hashes(image, config)
+            assert len(codes) == 4 or not bordered  # a padded image's interior is hashed too
+            images = [image, features.trim_borders(image)] if len(codes) == 4 else [image]
+            assert mirrored.tolist() == [False] * len(images) + [True] * len(images)
+            for source, code in zip(images, codes[mirrored]):
+                small = cv2.resize(source, (min(64, source.shape[1]), min(64, source.shape[0])),
+                                   interpolation=cv2.INTER_AREA)
+                assert features.to_hex(code) == hasher.encode_image(image_array=np.ascontiguousarray(small[:, ::-1]))
+            assert (codes[~mirrored] == features.phashes(images)).all()
+
+
 @pytest.mark.parametrize("family", list(transforms.FAMILIES) + ["crop+rotate", "border+overlay", "aspect+flip",
                                                                  "jpeg+crop", "grayscale+rotate"])
 def test_every_transformation_family_is_found_on_real_photos(family, photos, detector):
