@@ -38,13 +38,13 @@ INPUTS: dict[str, Input] = {
                                             "urls in 18.2 CPU-s (the run on a quiet machine; 15.2-20.9 in four runs); "
                                             "per CPU-second, as Dataflow bills a vCPU, its 128 threads covering the "
                                             "latency"),
-    "audit_rate": Input(192.6, "images/s/core", "measured: benchmarks/dedup_speed.py, index of 100,000 evaluation "
-                                                 "images, CPU time of one worker on a quiet machine (170.1 beside other "
-                                                 "jobs)"),
+    "audit_rate": Input(211.6, "images/s/core", "measured: benchmarks/dedup_speed.py, index of 100,000 evaluation "
+                                                 "images, CPU time of one worker on a quiet machine (210.1-216.5 in "
+                                                 "three runs; 148-181 beside other jobs)"),
     "eval_images": Input(1e6, "images", "cited: CLIP section 5 (35 evaluation sets) and DataComp's 38 tasks, ~1M together"),
     "index_bytes_per_eval": Input(4_274, "bytes/image", "measured: benchmarks/dedup_speed.py, index of 100,000"),
-    "index_setup_per_10k": Input(0.007, "s per 10k images", "measured: benchmarks/dedup_speed.py, worker set-up, "
-                                                            "index of 100,000 (0.067 s), quiet machine"),
+    "index_setup_per_10k": Input(0.005, "s per 10k images", "measured: benchmarks/dedup_speed.py, worker set-up, "
+                                                            "index of 100,000 (0.054 s), quiet machine"),
     "audit_worker_rss_gb": Input(0.19, "GB/process", "measured: benchmarks/dedup_speed.py, private memory of a worker "
                                                      "at 100,000 (186 MB; the mapped index is in the page cache)"),
     "index_job_peak_per_eval": Input(26_900, "bytes/image", "measured: benchmarks/dedup_speed.py --index-memory, "
