@@ -17,7 +17,9 @@ nothing is built when it starts) and answers :meth:`Detector.match` for an image
    fit (OpenCV) that a copy could have gone through: no collapse or extreme zoom or shear, and
    one image's frame laid mostly inside the other's (``min_overlap``: a crop, a border, a
    rotation; not a shape two unrelated images share, matched at an arbitrary offset).
-   ``min_inliers`` geometric inliers make a duplicate.
+   ``min_inliers`` geometric inliers make a duplicate. A partial fit that stretches one direction
+   more than the other (a copy stretched, then rotated or cropped: ORB matches few of its
+   corners) is verified once more with the pool image warped through it and described anew.
 
 ``score = max(inliers / min_inliers, (hash_threshold + 1) / (hash_distance + 1))``: 1.0 or more
 is a duplicate, 0.5 to 1.0 a near miss worth a look in the report.
@@ -60,6 +62,13 @@ class DetectConfig:
     min_overlap: float = 0.8
     hash_confirm_inliers: int = 4  # a textured image's hash hit needs this many verified matches
     aspect_retry: float = 1.1  # retry a hash hit stretched when the aspect ratios differ by this
+    # a voted candidate fitted with this many inliers, but fewer than min_inliers, by a map that
+    # stretches one direction warp_stretch x more than the other is verified again with the pool
+    # image warped through that fit: a stretch then a rotation or crop changes ORB's descriptors past
+    # matching. Only stretched fits: undoing a similarity lets flat shapes two unrelated images
+    # share (the demo's stars) verify as well as a copy
+    warp_retry: int = 6
+    warp_stretch: float = 1.2
     # how a pool image is described (the index does not depend on it): 200 strongest ORB keypoints
     # over 3 scales found what 250 found in the quality benchmark, 15% faster
     pool_keypoints: int = 200
@@ -73,6 +82,9 @@ class DetectConfig:
             raise ValueError("--min-inliers must be at least 6 (an affine fit needs 3 points; fewer is noise)")
         if not 0.0 <= self.min_overlap <= 1.0:
             raise ValueError(f"min_overlap must be 0..1 (a share of a frame), got {self.min_overlap}")
+        if self.warp_retry < 4 or self.warp_stretch < 1.0:
+            raise ValueError("warp_retry must be at least 4 inliers (a partial fit of fewer is chance) and "
+                             f"warp_stretch at least 1.0 (got {self.warp_retry}, {self.warp_stretch})")
         if not 1 <= self.spread <= 4:
             raise ValueError("--spread must be 1..4 words per descriptor")
         if self.pool_keypoints < 2 * self.min_inliers or not 1 <= self.pool_levels <= 8:
@@ -111,13 +123,18 @@ def frame_overlap(affine: np.ndarray, pool_shape: tuple[int, int], eval_shape: t
     return float(max(shared / mapped_area, shared / (ew * eh)))
 
 
-def plausible(affine: np.ndarray) -> bool:
-    """An image-to-image map a copy could have gone through: no collapse, no extreme zoom or shear."""
+def stretches(affine: np.ndarray) -> tuple[float, float]:
+    """The largest and smallest factor by which ``affine`` scales a direction (the singular values
+    of its linear part, in closed form: numpy's SVD costs ~0.6 ms a call here)."""
     (a, b), (c, d) = affine[:, :2].tolist()
-    # singular values of a 2x2 matrix in closed form (numpy's SVD costs ~0.6 ms a call here)
     frobenius, determinant = a * a + b * b + c * c + d * d, abs(a * d - b * c)
     root = max(0.0, frobenius * frobenius / 4 - determinant * determinant) ** 0.5
-    large, small = (frobenius / 2 + root) ** 0.5, max(0.0, frobenius / 2 - root) ** 0.5
+    return (frobenius / 2 + root) ** 0.5, max(0.0, frobenius / 2 - root) ** 0.5
+
+
+def plausible(affine: np.ndarray) -> bool:
+    """An image-to-image map a copy could have gone through: no collapse, no extreme zoom or shear."""
+    large, small = stretches(affine)
     return bool(small > 0.2 and large < 5.0 and large < 3.0 * small)
 
 
@@ -212,14 +229,20 @@ class Detector:
         chosen = top_keys(keys, len(views) * len(index), config.min_votes, config.verify_top)
         return [(int(key % len(index)), int(key // len(index))) for key in chosen]
 
+    def eval_shape(self, index: EvalIndex, row: int) -> tuple[float, float]:
+        """(height, width) of evaluation image ``row`` as it was described."""
+        aspect, side = float(index.aspect[row]), self.features.side
+        return (side, side * aspect) if aspect <= 1 else (side / aspect, side)
+
     def verify(self, index: EvalIndex, row: int, points: np.ndarray, descriptors: np.ndarray,
-               shape: tuple[int, int]) -> int:
+               shape: tuple[int, int]) -> tuple[int, np.ndarray | None]:
         """Inliers of a plausible RANSAC affine fit from ratio-tested matches of a pool image of
-        ``shape`` with evaluation image ``row``'s own descriptors, else 0."""
+        ``shape`` with evaluation image ``row``'s own descriptors, and that fit (pool to evaluation
+        coordinates); else (0, None)."""
         config, arrays = self.config, index.arrays
         begin, end = int(arrays["item_descriptors"][row]), int(arrays["item_descriptors"][row + 1])
         if end - begin < 2 or len(descriptors) < config.min_matches:
-            return 0
+            return 0, None
         targets = np.ascontiguousarray(arrays["descriptors"][begin:end])
         distance, nearest = faiss.knn_hamming(descriptors, targets, 2)  # 5x faster than OpenCV's batchDistance
         good = (distance[:, 0] < config.max_descriptor_distance) & (distance[:, 0] < config.ratio * distance[:, 1])
@@ -231,11 +254,10 @@ class Detector:
         good = np.zeros(len(good), bool)
         good[order[first]] = True
         if good.sum() < config.min_matches:
-            return 0
+            return 0, None
         source, target = points[good], arrays["keypoints"][begin:end].astype(np.float32)[nearest[good, 0]] + 0.5
-        best = 0
-        aspect, side = float(index.aspect[row]), self.features.side
-        eval_shape = (side, side * aspect) if aspect <= 1 else (side / aspect, side)
+        best, fit = 0, None
+        eval_shape = self.eval_shape(index, row)
         # a similarity first (4 degrees of freedom: with few true matches among the ratio-tested
         # ones a full affine fit often settles on a collapsed map), then a full affine (aspect changes)
         for estimate in (cv2.estimateAffinePartial2D, cv2.estimateAffine2D):
@@ -244,12 +266,33 @@ class Detector:
             found = int(mask.sum()) if affine is not None else 0
             if (affine is not None and found > best and plausible(affine)
                     and frame_overlap(affine, shape, eval_shape) >= config.min_overlap):
-                best = found
+                best, fit = found, affine
             # done when the similarity decides, or when it finds so little consensus that an
             # affine map (a copy's aspect changed) would not either: most candidates are unrelated
             if best >= config.min_inliers or found < config.hash_confirm_inliers:
                 break
-        return best
+        return best, fit
+
+    def verify_warped(self, index: EvalIndex, row: int, image: np.ndarray, fit: np.ndarray) -> int:
+        """Inliers of evaluation image ``row`` with ``image`` (the pool image, or its mirror image,
+        as ``fit`` was found) warped through ``fit`` into the evaluation image's frame and described
+        anew, the composed map passing the same checks as a first fit; else 0. A stretched copy that
+        was then rotated or cropped keeps few descriptors ORB can match, and a partial fit of them
+        is close to the copy's map: undone, the copy's corners describe as the evaluation image's.
+        The second fit still needs ratio-tested descriptor matches, so an unrelated image's
+        chance fit gains only a second draw."""
+        config = self.config
+        height, width = self.eval_shape(index, row)
+        warped = cv2.warpAffine(image, fit, (max(1, round(width)), max(1, round(height))), flags=cv2.INTER_AREA,
+                                borderMode=cv2.BORDER_REPLICATE)
+        again = features.pool_orb(warped, config.pool_keypoints, config.pool_levels)[0]
+        count, second = self.verify(index, row, *again, warped.shape)
+        if second is None:
+            return 0
+        composed = np.hstack([second[:, :2] @ fit[:, :2], (second[:, :2] @ fit[:, 2] + second[:, 2])[:, None]])
+        if not plausible(composed) or frame_overlap(composed, image.shape, (height, width)) < config.min_overlap:
+            return 0
+        return count
 
     def stretched_views(self, grey: np.ndarray, aspect: float) -> tuple[list[features.Described], tuple[int, int]]:
         """The pool image resized to ``aspect`` (width / height) and described again, and its shape."""
@@ -258,23 +301,38 @@ class Detector:
         resized = features.normalise(cv2.resize(grey, size, interpolation=cv2.INTER_AREA), self.features.side)
         return list(features.pool_orb(resized, self.config.pool_keypoints, self.config.pool_levels)), resized.shape
 
+    def verify_voted(self, index: EvalIndex, row: int, grey: np.ndarray, view: int,
+                     views: list[features.Described]) -> int:
+        """Inliers of a voted (row, view) pair: the first fit, or, when it is partial
+        (``warp_retry`` to ``min_inliers`` inliers) and stretched (``warp_stretch``), the better of
+        it and :meth:`verify_warped`."""
+        config = self.config
+        count, fit = self.verify(index, row, *views[view], grey.shape)
+        if fit is None or not config.warp_retry <= count < config.min_inliers:
+            return count
+        large, small = stretches(fit)
+        if large >= config.warp_stretch * small:
+            image = grey if view == 0 else np.ascontiguousarray(grey[:, ::-1])
+            count = max(count, self.verify_warped(index, row, image, fit))
+        return count
+
     def match_index(self, grey: np.ndarray, index: EvalIndex, stop: int, hashes, views) -> dict[int, tuple[int, int | None]]:
         """Evaluation row -> (inliers, hash distance) for every row with some evidence."""
         config = self.config
         hits = self.hash_hits(index, *hashes)
         inliers: dict[int, int] = {}
         for row, view in self.voted(index, stop, views):
-            inliers[row] = max(inliers.get(row, 0), self.verify(index, row, *views[view], grey.shape))
+            inliers[row] = max(inliers.get(row, 0), self.verify_voted(index, row, grey, view, views))
         smooth = len(views[0][1]) < 2 * config.min_inliers
         evidence = {}
         for row, (distance, mirrored) in hits.items():
             if not smooth and inliers.get(row, 0) < config.hash_confirm_inliers:
-                count = self.verify(index, row, *views[int(mirrored)], grey.shape)
+                count = self.verify(index, row, *views[int(mirrored)], grey.shape)[0]
                 aspect = float(index.aspect[row])
                 pool_aspect = grey.shape[1] / grey.shape[0]
                 if count < config.hash_confirm_inliers and max(aspect, pool_aspect) / min(aspect, pool_aspect) > config.aspect_retry:
                     stretched, shape = self.stretched_views(grey, aspect)
-                    count = self.verify(index, row, *stretched[int(mirrored)], shape)
+                    count = self.verify(index, row, *stretched[int(mirrored)], shape)[0]
                 inliers[row] = max(inliers.get(row, 0), count)
                 if inliers[row] < config.hash_confirm_inliers:
                     distance = None  # a textured image whose hash hit nothing verifies: not evidence
