@@ -283,7 +283,7 @@ class Detector:
         chance fit gains only a second draw."""
         config = self.config
         height, width = self.eval_shape(index, row)
-        warped = cv2.warpAffine(image, fit, (max(1, round(width)), max(1, round(height))), flags=cv2.INTER_AREA,
+        warped = cv2.warpAffine(image, fit, (max(1, round(width)), max(1, round(height))), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)
         again = features.pool_orb(warped, config.pool_keypoints, config.pool_levels)[0]
         count, second = self.verify(index, row, *again, warped.shape)
