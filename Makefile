@@ -11,8 +11,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP_VERSION := 26.3
 # Debian packages the project uses: WordNet 3.0 (query list), Chromium (HTML report screenshots),
-# shellcheck (infra script lint).
-SYSTEM_PACKAGES := wordnet-base chromium shellcheck
+# shellcheck (infra script lint), jemalloc (the crawl's allocator, core/malloc.py).
+SYSTEM_PACKAGES := wordnet-base chromium shellcheck libjemalloc2
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 

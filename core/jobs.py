@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Job:
     template: str  # Flex Template name: infra/dataflow/flex/{template}.metadata.json, WIT_JOB
     help: str
     title: str  # the Flex Template's display name
+    jemalloc: bool = False  # its command starts again with jemalloc preloaded (core.malloc)
 
     @property
     def prog(self) -> str:
@@ -52,7 +54,7 @@ JOBS: tuple[Job, ...] = (
     Job(("curate",), "pipeline.curate", "CurateConfig", "curate",
         "extract, clean, match and balance candidate pairs (Beam job)", "wit curate"),
     Job(("crawl",), "pipeline.crawl", "CrawlConfig", "crawl",
-        "download the images of a url list into webdataset shards (Beam job)", "wit crawl"),
+        "download the images of a url list into webdataset shards (Beam job)", "wit crawl", jemalloc=True),
     Job(("dedup", "index"), "dedup.index", "IndexConfig", "dedup_index",
         "index an evaluation set (image folders, globs or webdataset shards)", "wit dedup index"),
     Job(("dedup", "audit"), "dedup.audit", "AuditConfig", "dedup_audit",
@@ -68,6 +70,21 @@ def by_command(*command: str) -> Job:
         if job.command == command:
             return job
     raise KeyError(f"no job `wit {' '.join(command)}`; one of {', '.join(job.prog for job in JOBS)}")
+
+
+def by_module(module: str) -> Job:
+    for job in JOBS:
+        if job.module == module:
+            return job
+    raise KeyError(f"no job in module {module!r}; one of {', '.join(job.module for job in JOBS)}")
+
+
+def starting(words: Sequence[str]) -> Job | None:
+    """The job whose command ``words`` start with (``["crawl", "--urls", ...]``), if any."""
+    for job in JOBS:
+        if tuple(words[:len(job.command)]) == job.command:
+            return job
+    return None
 
 
 def by_template(name: str) -> Job:

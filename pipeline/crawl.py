@@ -27,7 +27,11 @@ Dataflow:
 
 from __future__ import annotations
 
-import functools
+if __name__ == "__main__":  # the command's own process: its allocator first (core.malloc)
+    from core.malloc import preload_for
+
+    preload_for("pipeline.crawl")
+
 import ipaddress
 import json
 import logging
@@ -52,6 +56,7 @@ from core.beam import freeze_long_lived, run_job, worker_processes_per_machine
 from core.config import group, opt, option
 from core.reports import CrawlFigures
 from core.shards import shard_names
+from core import malloc
 from core import sizes as shard_sizes
 from core.storage import expand_globs, join, write_text_atomic
 
@@ -288,46 +293,17 @@ def _crawl_one(fetcher: Fetcher, key: str, row: dict, config: CrawlConfig, detec
                          phash=result.phash or None, **base)
 
 
-@functools.cache
-def _glibc():
-    """The C library when it is glibc (its malloc tuning calls), else None: loaded once."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-def limit_malloc_arenas(count: int = 2) -> None:
-    """Ask glibc to create no arena beyond ``count`` in this process. By default every thread
-    that allocates may get its own (up to 8 per core), each holding freed memory of its own; with
-    the limit, the download threads share the arenas that exist (the threads started before
-    ``setup`` have made several). Two arenas from the start (``MALLOC_ARENA_MAX=2`` in the
-    environment) hold a worker ~65 MB lower for 6-13% more CPU (docs/crawl.md): not the default."""
-    if _glibc() is not None:  # not glibc: nothing to do
-        _glibc().mallopt(-8, count)  # M_ARENA_MAX
-
-
-def release_free_memory() -> None:
-    """Give the heap's free pages back to the system (glibc's ``malloc_trim``). glibc keeps what a
-    thread frees inside its heap, so without this a worker's resident memory follows the highest
-    point its download threads' buffers ever reached together, a mark that creeps up the longer
-    the crawl runs. Called once a shard is written (every ~1,000 urls)."""
-    if _glibc() is not None:  # not glibc: nothing to do
-        _glibc().malloc_trim(0)
-
-
 def worker_resources(fetcher: Fetcher) -> dict:
-    """This worker process's peak memory, open files, threads and the fetcher's cache sizes."""
+    """This worker process's allocator, peak memory, open files, threads and the fetcher's cache
+    sizes."""
     import resource
 
     try:
         fds = len(os.listdir("/proc/self/fd"))
     except OSError:
         fds = -1
-    return {"pid": os.getpid(), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    return {"pid": os.getpid(), "allocator": malloc.allocator(),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "open_files": fds, "threads": threading.active_count(), **fetcher.cache_sizes()}
 
 
@@ -358,7 +334,7 @@ class CrawlShardFn(beam.DoFn):
 
         cv2.setNumThreads(1)  # the download threads are the parallelism
         freeze_long_lived()
-        limit_malloc_arenas()
+        malloc.limit_arenas()
         self.fetcher = Fetcher(self.config.fetch)
         self.pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="wit-crawl")
         self.cpu_slots = threading.BoundedSemaphore(image_threads(self.config))
@@ -411,7 +387,7 @@ class CrawlShardFn(beam.DoFn):
         hashes = list(exact_duplicates.success_hashes(samples))
         samples.clear()  # the shard's images are written: freed before the heap's free pages go back
         shard.futures.clear()
-        release_free_memory()
+        malloc.release_free_memory()
         yield {**stats, "resumed": False, "seconds": time.monotonic() - shard.started,
                "worker": worker_resources(self.fetcher)}
         for pair in hashes:

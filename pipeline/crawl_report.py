@@ -58,12 +58,13 @@ def fetch_settings(fetch) -> dict:
 def worker_peaks(crawled: list[dict]) -> dict:
     """The largest of each worker-process measure seen when a shard was written (peak RSS, open
     files, threads, cache sizes), over the run's workers: flat figures mean nothing grows with
-    the url count."""
+    the url count. Also the workers' allocators (``jemalloc``, ``system``; core.malloc)."""
     seen = [s["worker"] for s in crawled if s.get("worker")]
     if not seen:
         return {}
-    peaks = {key: max(w[key] for w in seen) for key in seen[0] if key != "pid"}
-    return {"processes": len({w["pid"] for w in seen}), **peaks}
+    peaks = {key: max(w[key] for w in seen) for key in seen[0] if key not in ("pid", "allocator")}
+    allocators = ", ".join(sorted({w.get("allocator", "system") for w in seen}))
+    return {"processes": len({w["pid"] for w in seen}), "allocator": allocators, **peaks}
 
 
 def summarize(all_stats: list[dict], top_hosts: list, config, wall_seconds: float) -> dict:
@@ -124,6 +125,7 @@ def html_page(report: dict) -> str:
         page.section("Statuses", page.table(("status", "urls"), report["status"].items())),
         page.section("Top reasons", page.table(("reason", "urls"), report["top_reasons"].items())),
         page.section("Top hosts", page.table(("host", "urls", "successes", "success ratio"), hosts)),
-        page.section("Worker processes (peaks)", page.table(("measure", "peak"), report.get("workers", {}).items())),
+        page.section("Worker processes: allocator and peaks",
+                     page.table(("measure", "value"), report.get("workers", {}).items())),
         page.raw_json(report, "raw JSON (crawl_report.json)"),
     ], subtitle=subtitle)

@@ -52,6 +52,19 @@ def require_chromium() -> None:
         pytest.skip(message)
 
 
+def require_jemalloc() -> str:
+    """jemalloc's library, which the crawl runs on; a skip on a user's machine without it, a failure in CI."""
+    from core.malloc import library
+
+    found = library()
+    if found is None:
+        message = "jemalloc not installed (apt-get install libjemalloc2)"
+        if in_ci():
+            pytest.fail(message + " (CI=true: allocator tests must not skip)")
+        pytest.skip(message)
+    return found
+
+
 @pytest.fixture
 def shared_data():
     return require_shared_data()

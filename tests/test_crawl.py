@@ -25,7 +25,7 @@ from pipeline import crawl
 from pipeline.crawl import CrawlConfig
 from pipeline.fetch import FetchConfig, Fetcher, robots_opt_out
 from pipeline.images import ImageConfig
-from tests.conftest import require_chromium
+from tests.conftest import require_chromium, require_jemalloc
 from wit.testing import browser
 
 CRAWL = by_command("crawl")
@@ -373,7 +373,8 @@ def test_success_ratio_alarm_fails_the_job(fake_web, tmp_path):
 
 
 def test_multi_process_workers_run_the_module_entry_point(fake_web, photos, tmp_path):
-    """`python -m pipeline.crawl` with 2 worker processes: DoFns and records unpickle by module path."""
+    """`python -m pipeline.crawl` with 2 worker processes: DoFns and records unpickle by module path;
+    the workers allocate with jemalloc."""
     urls = [fake_web.add(f"/img/{i}.jpg", photos[i], "image/jpeg") for i in range(8)]
     path = write_urls(tmp_path / "urls.parquet", urls)
     # The argv smoke test of this job: the flags a user types parse to the config built in code, and
@@ -386,6 +387,10 @@ def test_multi_process_workers_run_the_module_entry_point(fake_web, photos, tmp_
                             env={**os.environ, "WIT_QUIET": "1"}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "sizes.json").read_text())["__total__"] == 8
+    # The command started again on jemalloc, and its worker processes run on it too (core.malloc).
+    require_jemalloc()
+    workers = json.loads((tmp_path / "out" / "crawl_report.json").read_text())["workers"]
+    assert workers["allocator"] == "jemalloc" and workers["processes"] == 2
 
 
 def test_eval_index_drops_near_duplicates_during_the_crawl(fake_web, photos, tmp_path):

@@ -86,6 +86,27 @@ def _version() -> str:
     return __version__
 
 
+def _add_logging_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (default INFO; env WIT_LOG_LEVEL)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+
+def choose_allocator(argv: Sequence[str]) -> None:
+    """Start this command again with jemalloc preloaded when its job runs on it (the registry's
+    ``Job.jemalloc``; core.malloc). Done before the parser is built, which imports the modules
+    of the commands parsed here."""
+    from core.jobs import starting
+    from core.malloc import preload_jemalloc
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    _add_logging_options(parser)
+    _, words = parser.parse_known_args(argv)
+    job = starting(words)
+    if job is not None and job.jemalloc:
+        preload_jemalloc()
+
+
 def build_parser() -> argparse.ArgumentParser:
     # No abbreviations anywhere: with them `--cap strict` was taken for `--caption-col strict`.
     parser = argparse.ArgumentParser(
@@ -94,9 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"wit {_version()}")
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (default INFO; env WIT_LOG_LEVEL)")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    _add_logging_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
         if command.passthrough:
@@ -141,6 +160,8 @@ def joined(command: str, job_argv: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     from core.logs import setup_logging
 
+    if argv is None:  # this process's own command line: its allocator can still be chosen
+        choose_allocator(sys.argv[1:])
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)

@@ -160,6 +160,16 @@ def check_chromium() -> Check:
                  "apt-get install chromium")
 
 
+def check_jemalloc() -> Check:
+    from core.malloc import library
+
+    found = library()
+    if found:
+        return Check("jemalloc", OK, f"{found}: the crawl's allocator")
+    return Check("jemalloc", WARN, "no jemalloc: the crawl runs on the system's malloc, its workers' memory climbs "
+                 "with the urls done (docs/crawl.md, 'Scale')", "apt-get install libjemalloc2")
+
+
 def _emulator_reachable(host: str) -> tuple[bool, str]:
     url = host if "://" in host else f"http://{host}"
     try:
@@ -217,6 +227,7 @@ def run_checks(config: DoctorConfig) -> list[Check]:
         lambda: check_wordnet(config.wordnet),
         check_vocabulary,
         check_chromium,
+        check_jemalloc,
         lambda: check_gcs(config.require_gcs),
         lambda: check_disk(config.disk_path, config.min_free_gb, config.warn_free_gb),
     ]
