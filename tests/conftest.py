@@ -30,39 +30,33 @@ from wit.testing.shared_data import in_ci, shared_data_dir  # noqa: E402
 guard()
 
 
-def require_shared_data():
-    """The shared data folder; a skip on a user's machine without it, a failure in CI."""
-    found = shared_data_dir()
+def present(found, message: str, kind: str):
+    """``found`` when it is not None; else a skip on a user's machine, a failure in CI."""
     if found is None:
-        message = "real data folder not found: set WIT_SHARED_DATA or place it at ../shared/data"
         if in_ci():
-            pytest.fail(message + " (CI=true: data-backed tests must not skip)")
+            pytest.fail(f"{message} (CI=true: {kind} tests must not skip)")
         pytest.skip(message)
     return found
+
+
+def require_shared_data():
+    """The shared data folder; a skip on a user's machine without it, a failure in CI."""
+    return present(shared_data_dir(), "real data folder not found: set WIT_SHARED_DATA or place it at ../shared/data",
+                   "data-backed")
 
 
 def require_chromium() -> None:
     """Headless Chromium for the HTML reports; a skip on a user's machine without it, a failure in CI."""
     from wit.testing import browser
 
-    if browser.find_chromium() is None:
-        message = "chromium not installed (apt-get install chromium)"
-        if in_ci():
-            pytest.fail(message + " (CI=true: browser tests must not skip)")
-        pytest.skip(message)
+    present(browser.find_chromium(), "chromium not installed (apt-get install chromium)", "browser")
 
 
 def require_jemalloc() -> str:
     """jemalloc's library, which the crawl runs on; a skip on a user's machine without it, a failure in CI."""
     from core.malloc import library
 
-    found = library()
-    if found is None:
-        message = "jemalloc not installed (apt-get install libjemalloc2)"
-        if in_ci():
-            pytest.fail(message + " (CI=true: allocator tests must not skip)")
-        pytest.skip(message)
-    return found
+    return present(library(), "jemalloc not installed (apt-get install libjemalloc2)", "allocator")
 
 
 @pytest.fixture
