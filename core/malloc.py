@@ -5,8 +5,8 @@ A crawl worker's 128 download threads allocate and free buffers (TLS records, bo
 all the time. glibc's malloc keeps what they free inside per-thread arenas, so a worker's
 resident memory climbs with the urls it has done, well above the memory it uses (docs/crawl.md,
 "Scale"); capping the arenas holds it lower but makes the threads wait on each other's locks.
-jemalloc gives free pages back by itself and kept a worker flat at no CPU cost in the scale
-benchmark.
+jemalloc gives free pages back by itself: in the scale benchmark a worker stayed 70-120 MB lower
+and flat over 100,000 urls, at no CPU cost that the benchmarks could see.
 
 An allocator is chosen when a process starts, so the job's command chooses it for all of its
 processes: its entry point (``wit crawl``, ``python -m pipeline.crawl``) calls
