@@ -51,9 +51,11 @@ def library() -> str | None:
     return name if name and name.startswith("libjemalloc.so") else None
 
 
+@functools.cache
 def allocator() -> str:
     """The allocator this process runs on: ``jemalloc`` when the library is mapped, else
-    ``system`` (glibc's malloc on Linux)."""
+    ``system`` (glibc's malloc on Linux). Fixed when the process starts (a fork keeps it), so read
+    once: the crawl reports it with every shard."""
     return "jemalloc" if _mapped("libjemalloc") else "system"
 
 
