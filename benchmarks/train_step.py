@@ -2,15 +2,18 @@
 model and ClipLoss, same architecture, batch, precision and inputs, side by side in one run.
 
     .venv/bin/python benchmarks/train_step.py [--models ViT-B-32 wit-small-64] [--batch 32] [--steps 3]
-                                              [--captions laion|cc3m]
+                                              [--captions laion|cc3m] [--device auto|cpu|cuda]
 
 Every step gets a different batch of real captions tokenized with CLIP's vocabulary (default:
 the raw web alt-texts of LAION in ``../shared/data/captions/img2dataset``, the kind of text WIT
 is made of; ``cc3m``: Conceptual Captions' cleaned ones) and random images; both implementations
-see the same batches. Prints samples/s for fp32 and bf16 autocast (this CPU has avx512_bf16)
-for OpenCLIP, ours as trained (text chunked by caption length) and ours with every caption at
-the full context (``--text-chunk-tokens 0``: the model code alone), with the ratios to OpenCLIP.
-Steps alternate between the implementations so machine noise hits all alike.
+see the same batches. Prints samples/s for fp32 and bf16 autocast for OpenCLIP, ours as trained
+(text chunked by caption length) and ours with every caption at the full context
+(``--text-chunk-tokens 0``: the model code alone), with the ratios to OpenCLIP. Steps alternate
+between the implementations so machine noise hits all alike. On the GPU when there is one. A
+precision the device would only emulate (bf16 on a CPU without AVX-512 or AMX:
+``trainer.train.emulated_precision``) is left out of the default list, and said so; naming it in
+``--precisions`` runs it anyway.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 from trainer.config import get_config
 from trainer.loss import ClipLoss
 from trainer.models import CLIP
+from trainer.train import emulated_precision
 from wit.testing.shared_data import shared_data_dir
 
 
@@ -52,14 +56,18 @@ def caption_batches(source: str, batch: int, count: int) -> list[torch.Tensor]:
     return [tokenizer(captions[i * batch:(i + 1) * batch]) for i in range(count)]
 
 
-def step_fn(model, loss_fn, token_batches, size: int, precision: str, fused: bool):
+def step_fn(model, loss_fn, token_batches, size: int, precision: str, fused: bool, device: torch.device):
     # Ours uses the fused AdamW kernel our trainer uses; OpenCLIP's trainer uses the default.
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=fused or None)
-    images = torch.randn(len(token_batches[0]), 3, size, size)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    images = torch.randn(len(token_batches[0]), 3, size, size, device=device)
+    token_batches = [tokens.to(device) for tokens in token_batches]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def step(index: int) -> float:
         tokens = token_batches[index % len(token_batches)]
+        synchronize()
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         with autocast:
@@ -67,6 +75,7 @@ def step_fn(model, loss_fn, token_batches, size: int, precision: str, fused: boo
             loss = loss_fn(image.float(), text.float(), model.logit_scale.exp())
         loss.backward()
         optimizer.step()
+        synchronize()
         return time.perf_counter() - started
 
     return step
@@ -78,25 +87,38 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["wit-small-64", "ViT-B-32"])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"),
+                        help="default: fp32, and bf16 where the device computes it natively")
     parser.add_argument("--captions", default="laion", choices=("laion", "cc3m"))
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = parser.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    precisions = args.precisions
+    if precisions is None:
+        precisions = ["fp32"]
+        emulated = emulated_precision(device, "bf16")
+        if emulated:
+            print(f"bf16 left out: {emulated}")
+        else:
+            precisions.append("bf16")
     from open_clip.loss import ClipLoss as OpenClipLoss
 
     torch.manual_seed(0)
     batches = caption_batches(args.captions, args.batch, args.steps + 1)
     lengths = torch.cat([b.argmax(-1) + 1 for b in batches]).float()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.captions} "
+    print(f"torch {torch.__version__} on {device}, {torch.get_num_threads()} CPU threads, batch {args.batch}, {args.captions} "
           f"captions: {lengths.mean():.1f} tokens on average, longest per batch "
           f"{statistics.mean(int(b.argmax(-1).max()) + 1 for b in batches):.1f}")
     for name in args.models:
         size = get_config(name).vision.image_size
-        for precision in args.precisions:
+        for precision in precisions:
             full = CLIP(get_config(name)).train()
             full.set_text_chunk_tokens(0)
-            runs = {"openclip": step_fn(openclip_model(name).train(), OpenClipLoss(), batches, size, precision, False),
-                    "ours": step_fn(CLIP(get_config(name)).train(), ClipLoss(), batches, size, precision, True),
-                    "ours-full": step_fn(full, ClipLoss(), batches, size, precision, True)}
+            runs = {"openclip": step_fn(openclip_model(name).train(), OpenClipLoss(), batches, size, precision, False,
+                                         device),
+                    "ours": step_fn(CLIP(get_config(name)).train(), ClipLoss(), batches, size, precision, True, device),
+                    "ours-full": step_fn(full, ClipLoss(), batches, size, precision, True, device)}
             times: dict[str, list[float]] = {key: [] for key in runs}
             for step in range(args.steps + 1):
                 for key, run in runs.items():

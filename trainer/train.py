@@ -186,6 +186,21 @@ def optimizer_values(args: argparse.Namespace) -> dict:
     return {name: fallback[name] if getattr(args, name) is None else getattr(args, name) for name in PRESET_FIELDS}
 
 
+def emulated_precision(device: torch.device, precision: str) -> str | None:
+    """Why ``precision`` would run emulated (many times slower than fp32) on ``device``, or None
+    when the hardware computes it natively: bf16 or fp16 autocast on a CPU without those
+    instructions (oneDNN's check: AVX-512 or AMX), bf16 on a GPU without it (V100, T4)."""
+    if device.type == "cpu" and precision in ("bf16", "fp16"):
+        native = torch.ops.mkldnn._is_mkldnn_bf16_supported() if precision == "bf16" \
+            else torch.ops.mkldnn._is_mkldnn_fp16_supported()
+        if not native:
+            return (f"this CPU has no native {precision} (AVX-512 {precision} or AMX): autocast emulates it, "
+                    "many times slower than fp32: train in fp32 here")
+    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return "this GPU has no native bf16: use --precision fp16, as the paper trained"
+    return None
+
+
 @dataclass
 class Window:
     """What the next metrics line averages over: since ``start``, samples seen (all ranks) and
@@ -344,6 +359,9 @@ class Run:
             print(describe(config.recipe, config.model, preset, chosen, overridden, global_batch), flush=True)
         log.info("optimizer %s, precision %s, embeddings %s", chosen, config.precision,
                  "not decayed" if config.exempt_embeddings else "decayed")
+        slow = emulated_precision(self.device, config.precision)
+        if slow:
+            log.warning("--precision %s: %s", config.precision, slow)
 
     def restore_metrics(self, step: int) -> None:
         if self.rank == 0:
