@@ -117,6 +117,17 @@ def use_all_cores(options: PipelineOptions, beam_args: Sequence[str]) -> Pipelin
     return options
 
 
+def default_experiment(options: PipelineOptions, name: str, value: object) -> PipelineOptions:
+    """``--experiments name=value`` unless the flags already give ``name`` (any value)."""
+    from apache_beam.options.pipeline_options import DebugOptions
+
+    debug = options.view_as(DebugOptions)
+    experiments = list(debug.experiments or [])
+    if not any(experiment.split("=", 1)[0] == name for experiment in experiments):
+        debug.experiments = [*experiments, f"{name}={value}"]
+    return options
+
+
 def runner_name(options: PipelineOptions) -> str:
     return options.view_as(StandardOptions).runner or ""
 

@@ -22,6 +22,9 @@ workers start the way Beam starts them; so they do with ``WIT_FORK_WORKERS=0``. 
 outside ``core.beam.TESTED_BEAM`` the runner is not used at all (``core.beam.zygote_supported``). The native
 threads the imports leave (the BLAS pool, pyarrow's jemalloc) have their own fork handlers, as
 they must for ``multiprocessing``'s fork.
+
+Forked or not, the workers get the job's pipeline options, as Dataflow's do
+(:meth:`LocalRunner.hand_options_to_workers`); Beam's FnApiRunner gives its workers none.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class LocalRunner(FnApiRunner):
     """The FnApiRunner, with multi-process workers forked from a zygote (see the module)."""
 
     def run_via_runner_api(self, pipeline_proto, options):
+        self.hand_options_to_workers(options)
         zygote = None
         if (options.view_as(DirectOptions).direct_running_mode == "multi_processing"
                 and os.environ.get("WIT_FORK_WORKERS", "1") not in ("0", "false") and beam_version_tested()):
@@ -93,6 +97,16 @@ class LocalRunner(FnApiRunner):
         finally:
             if zygote is not None:
                 zygote.stop()
+
+    def hand_options_to_workers(self, options) -> None:
+        """Beam's FnApiRunner starts its subprocess workers with no pipeline options
+        (``PIPELINE_OPTIONS={}``), so a worker-side flag (``--experiments
+        data_buffer_time_limit_ms=...``, ``--max_cache_memory_usage_mb``) did nothing locally.
+        Dataflow and Beam's portable runners give every worker the job's options: so do we."""
+        from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options(drop_default=True))
+        self._provision_info.provision_info.pipeline_options.CopyFrom(encoded)  # as the portable runners encode them
 
 
 class Zygote:

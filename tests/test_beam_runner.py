@@ -234,3 +234,44 @@ def test_wit_local_runner_stock_asks_for_the_stock_runner(monkeypatch):
     assert pipeline_options([]).view_as(StandardOptions).runner == STOCK_FN_API_RUNNER
     monkeypatch.delenv("WIT_LOCAL_RUNNER")
     assert pipeline_options([]).view_as(StandardOptions).runner == FN_API_RUNNER
+
+
+def test_local_workers_get_the_jobs_options_as_dataflow_workers_do():
+    """Beam's FnApiRunner starts its subprocess workers with no options at all, so a worker-side
+    flag such as ``--experiments data_buffer_time_limit_ms=1000`` did nothing locally; ours hands
+    every worker the job's options (what the worker reads: ``PIPELINE_OPTIONS``)."""
+    from apache_beam.options.pipeline_options import DebugOptions
+
+    from core.beam import local_options
+
+    def seen_by_worker(_):
+        given = json.loads(os.environ.get("PIPELINE_OPTIONS", "{}"))
+        return given.get("beam:option:experiments:v1", []), given.get("beam:option:job_name:v1"), os.getpid()
+
+    # two workers: an integer option (direct_num_workers) must reach them in a form they parse
+    options = local_options(num_workers=2, running_mode="multi_processing", job_name="options-reach-workers")
+    options.view_as(DebugOptions).experiments = ["data_buffer_time_limit_ms=1000"]
+    pipeline = make_pipeline(options)
+    seen = pipeline | beam.Create([0, 1]) | beam.Reshuffle() | beam.Map(seen_by_worker)
+    launcher = os.getpid()
+
+    def check(rows):
+        assert len(rows) == 2, rows
+        for experiments, job_name, worker in rows:
+            assert "data_buffer_time_limit_ms=1000" in experiments and job_name == "options-reach-workers", rows
+            assert worker != launcher  # a worker process, not the launcher's in-memory one
+
+    assert_that(seen, check)
+    pipeline.run().wait_until_finish()
+
+
+def test_an_experiment_is_added_unless_the_flags_give_it():
+    from apache_beam.options.pipeline_options import DebugOptions
+
+    from core.beam import default_experiment
+
+    options = default_experiment(pipeline_options(["--experiments=beam_fn_api"]), "data_buffer_time_limit_ms", 1000)
+    assert options.view_as(DebugOptions).experiments == ["beam_fn_api", "data_buffer_time_limit_ms=1000"]
+    told = pipeline_options(["--experiments=data_buffer_time_limit_ms=50"])
+    assert default_experiment(told, "data_buffer_time_limit_ms", 1000).view_as(DebugOptions).experiments == [
+        "data_buffer_time_limit_ms=50"]
