@@ -122,9 +122,8 @@ def default_experiment(options: PipelineOptions, name: str, value: object) -> Pi
     from apache_beam.options.pipeline_options import DebugOptions
 
     debug = options.view_as(DebugOptions)
-    experiments = list(debug.experiments or [])
-    if not any(experiment.split("=", 1)[0] == name for experiment in experiments):
-        debug.experiments = [*experiments, f"{name}={value}"]
+    if debug.lookup_experiment(name) is None:
+        debug.add_experiment(f"{name}={value}")
     return options
 
 
