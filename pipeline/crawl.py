@@ -294,15 +294,17 @@ def _crawl_one(fetcher: Fetcher, key: str, row: dict, config: CrawlConfig, detec
 
 
 def worker_resources(fetcher: Fetcher) -> dict:
-    """This worker process's allocator, peak memory, open files, threads and the fetcher's cache
-    sizes."""
+    """This worker process's allocators (C's and Arrow's), peak memory, open files, threads and the
+    fetcher's cache sizes."""
     import resource
+
+    import pyarrow as pa
 
     try:
         fds = len(os.listdir("/proc/self/fd"))
     except OSError:
         fds = -1
-    return {"pid": os.getpid(), "allocator": malloc.allocator(),
+    return {"pid": os.getpid(), "allocator": malloc.allocator(), "arrow_pool": pa.default_memory_pool().backend_name,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "open_files": fds, "threads": threading.active_count(), **fetcher.cache_sizes()}
 

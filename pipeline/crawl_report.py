@@ -58,13 +58,15 @@ def fetch_settings(fetch) -> dict:
 def worker_peaks(crawled: list[dict]) -> dict:
     """The largest of each worker-process measure seen when a shard was written (peak RSS, open
     files, threads, cache sizes), over the run's workers: flat figures mean nothing grows with
-    the url count. Also the workers' allocators (``jemalloc``, ``system``; core.malloc)."""
+    the url count. Also the workers' allocators: C's (``jemalloc``, ``system``) and Arrow's pool
+    (``system``, ``mimalloc``, ``jemalloc``; core.malloc)."""
     seen = [s["worker"] for s in crawled if s.get("worker")]
     if not seen:
         return {}
-    peaks = {key: max(w[key] for w in seen) for key in seen[0] if key not in ("pid", "allocator")}
-    allocators = ", ".join(sorted({w.get("allocator", "system") for w in seen}))
-    return {"processes": len({w["pid"] for w in seen}), "allocator": allocators, **peaks}
+    names = {"allocator": "system", "arrow_pool": "unknown"}  # and their values when a record lacks them
+    peaks = {key: max(w[key] for w in seen) for key in seen[0] if key != "pid" and key not in names}
+    allocators = {key: ", ".join(sorted({w.get(key, missing) for w in seen})) for key, missing in names.items()}
+    return {"processes": len({w["pid"] for w in seen}), **allocators, **peaks}
 
 
 def summarize(all_stats: list[dict], top_hosts: list, config, wall_seconds: float) -> dict:

@@ -387,10 +387,11 @@ def test_multi_process_workers_run_the_module_entry_point(fake_web, photos, tmp_
                             env={**os.environ, "WIT_QUIET": "1"}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "sizes.json").read_text())["__total__"] == 8
-    # The command started again on jemalloc, and its worker processes run on it too (core.malloc).
+    # The command started again on jemalloc, and its worker processes run on it too, Arrow's
+    # buffers included (core.malloc).
     require_jemalloc()
     workers = json.loads((tmp_path / "out" / "crawl_report.json").read_text())["workers"]
-    assert workers["allocator"] == "jemalloc" and workers["processes"] == 2
+    assert workers["allocator"] == "jemalloc" and workers["arrow_pool"] == "system" and workers["processes"] == 2
 
 
 def test_eval_index_drops_near_duplicates_during_the_crawl(fake_web, photos, tmp_path):

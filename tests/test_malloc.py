@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -63,9 +64,10 @@ def test_the_restart_keeps_a_preload_already_asked_for(monkeypatch):
     argv, environ = malloc.restart_command({"LD_PRELOAD": "libother.so", "PATH": "/bin"})
     assert argv == sys.orig_argv
     assert environ == {"LD_PRELOAD": f"{name} libother.so", "PATH": "/bin", "WIT_MALLOC_PRELOADED": "1",
-                       "MALLOC_CONF": "narenas:2"}
-    # jemalloc's settings given by the user are kept.
+                       "MALLOC_CONF": "narenas:2", "ARROW_DEFAULT_MEMORY_POOL": "system"}
+    # jemalloc's settings and Arrow's pool given by the user are kept.
     assert malloc.restart_command({"MALLOC_CONF": "narenas:4"})[1]["MALLOC_CONF"] == "narenas:4"
+    assert malloc.restart_command({"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"})[1]["ARROW_DEFAULT_MEMORY_POOL"] == "mimalloc"
     assert malloc.restart_command({"WIT_MALLOC_PRELOADED": "1"}) is None
 
 
@@ -80,3 +82,10 @@ def test_wit_chooses_by_the_command_before_parsing_it(words, expected):
     script = ("import sys; from wit.cli import choose_allocator; choose_allocator(sys.argv[1:]); "
               "from core.malloc import allocator; print(allocator())")
     assert run_python(script, *words) == expected
+
+
+def test_the_dataflow_image_sets_what_the_local_restart_sets():
+    """On Dataflow the SDK image, not our entry point, starts the workers: the same settings."""
+    image = (Path(__file__).parent.parent / "infra" / "dataflow" / "Dockerfile").read_text()
+    (env,) = [line for line in image.splitlines() if line.startswith("ENV LD_PRELOAD=")]
+    assert set(env.split()[1:]) == {"LD_PRELOAD=libjemalloc.so.2", f"MALLOC_CONF={malloc.CONF}", "=".join(malloc.ARROW_POOL)}
