@@ -77,10 +77,6 @@ def test_a_list_without_its_url_column_names_the_columns_it_has(tmp_path):
 
 PEAK = """
 import os, sys
-import subprocess
-import sys
-from pathlib import Path
-
 import pyarrow as pa
 pool = pa.proxy_memory_pool(pa.default_memory_pool())  # counts only what the read below allocates
 pa.set_memory_pool(pool)
