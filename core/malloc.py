@@ -13,8 +13,8 @@ processes: its entry point (``wit crawl``, ``python -m pipeline.crawl``) calls
 :func:`preload_jemalloc` before anything else, which, when ``libjemalloc.so.2`` is installed
 (Debian: ``libjemalloc2``, which ``make install`` installs) and this process does not have it
 yet, starts the same command again with the library preloaded (``LD_PRELOAD``; settings
-:data:`CONF` unless ``MALLOC_CONF`` gives others; Arrow's buffers on it too, :data:`ARROW_POOL`,
-unless ``ARROW_DEFAULT_MEMORY_POOL`` names another pool): the launcher,
+:data:`SETTINGS`: jemalloc's :data:`CONF` and Arrow's buffers on it too, each unless the
+environment gives its own): the launcher,
 the zygote it forks and the Beam workers forked from that or started with its environment all
 allocate with jemalloc. On Dataflow the SDK container preloads it (infra/dataflow/Dockerfile).
 ``WIT_MALLOC=glibc`` keeps the C library's malloc; without the library, or off Linux, the job
@@ -34,10 +34,11 @@ _TRIED = "WIT_MALLOC_PRELOADED"  # set on the restarted command: it restarts onc
 # (its default is 4 per core, and Beam already runs one worker process per core), which held a
 # crawl worker lowest at the CPU of glibc's malloc (docs/crawl.md, "Scale").
 CONF = "narenas:2"
+# What the restarted command's environment gets unless it gives its own: jemalloc's settings, and
 # Arrow's buffers (the url list's decoded row groups, each shard's parquet) through the same
-# allocator unless the environment names another pool: pyarrow's default, its own mimalloc, kept
-# 138 MB resident for a 56 MB decoded list where jemalloc kept 77 MB.
-ARROW_POOL = ("ARROW_DEFAULT_MEMORY_POOL", "system")
+# allocator: pyarrow's default pool, its own mimalloc, kept 138 MB resident for a 56 MB decoded
+# list where jemalloc kept 77 MB.
+SETTINGS = {"MALLOC_CONF": CONF, "ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 
 def wanted() -> bool:
@@ -83,7 +84,7 @@ def restart_command(environ: dict[str, str]) -> tuple[list[str], dict[str, str]]
     if name is None or not argv or not sys.executable:
         return None
     preload = " ".join(part for part in (name, environ.get("LD_PRELOAD", "")) if part)
-    return argv, {"MALLOC_CONF": CONF, ARROW_POOL[0]: ARROW_POOL[1], **environ, "LD_PRELOAD": preload, _TRIED: "1"}
+    return argv, {**SETTINGS, **environ, "LD_PRELOAD": preload, _TRIED: "1"}
 
 
 def preload_jemalloc() -> None:

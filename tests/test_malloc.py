@@ -88,4 +88,4 @@ def test_the_dataflow_image_sets_what_the_local_restart_sets():
     """On Dataflow the SDK image, not our entry point, starts the workers: the same settings."""
     image = (Path(__file__).parent.parent / "infra" / "dataflow" / "Dockerfile").read_text()
     (env,) = [line for line in image.splitlines() if line.startswith("ENV LD_PRELOAD=")]
-    assert set(env.split()[1:]) == {"LD_PRELOAD=libjemalloc.so.2", f"MALLOC_CONF={malloc.CONF}", "=".join(malloc.ARROW_POOL)}
+    assert set(env.split()[1:]) == {"LD_PRELOAD=libjemalloc.so.2", *(f"{k}={v}" for k, v in malloc.SETTINGS.items())}
