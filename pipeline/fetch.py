@@ -472,10 +472,10 @@ class Fetcher:
             else:
                 pool = _Pool(address, target.port, maxsize=size)
             self.pools[key] = pool
-            while len(self.pools) > self.MAX_POOLS:
-                _, old = self.pools.popitem(last=False)
-                old.close()
-            return pool
+            evicted = [self.pools.popitem(last=False)[1] for _ in range(len(self.pools) - self.MAX_POOLS)]
+        for old in evicted:  # its sockets closed outside the lock every download thread takes
+            old.close()
+        return pool
 
     def _exchange(self, target: Target, address: str, deadline: Deadline, for_robots: bool):
         """One GET holding one of the origin's connection slots: a :class:`Fetched`, a

@@ -82,3 +82,23 @@ def test_a_slow_error_body_is_given_up_after_a_second_not_the_deadline(fake_web)
     fetched = fetcher(timeout=8).fetch(fake_web.url("/slow-404.jpg"))
     assert fetched.reason == "HTTP 404"
     assert 0.9 < time.monotonic() - started < 2.5
+
+
+def test_pools_past_the_limit_are_closed_least_recently_used_first(fake_web):
+    fake_web.add("/a.jpg", BODY)
+    names = [f"h{i}.test" for i in range(5)]
+    crawler = fetcher(hosts={name: "127.0.0.1" for name in names})
+    crawler.MAX_POOLS = 3
+    for name in names[:3] + names[:1] + names[3:]:  # h0 used again before h3 and h4 arrive
+        assert crawler.fetch(f"http://{name}:{fake_web.port}/a.jpg").data == BODY
+        if name == "h2.test":
+            held = {key[1]: pool for key, pool in crawler.pools.items()}  # kept alive here: closed, not collected
+    assert [key[1] for key in crawler.pools] == ["h0.test", "h3.test", "h4.test"]
+    assert held["h1.test"].pool is None and held["h2.test"].pool is None and held["h0.test"].pool is not None
+    assert crawler.cache_sizes()["connection_pools"] == 3
+    deadline = time.monotonic() + 3
+    while fake_web.active_connections > 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_web.active_connections == 3  # the idle connections of h1's and h2's pools were closed
+    assert len({r.connection for r in fake_web.requests}) == 5  # h0's second fetch reused its connection
+    crawler.close()
