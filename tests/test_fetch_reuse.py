@@ -1,7 +1,8 @@
 """Connection reuse by the fetcher (what keeps TLS handshakes, the crawl's largest network CPU
 cost, to about one per host): a short body left unread is drained so its connection is kept; a
 long one is not read and its connection is closed; a pool keeps a bounded number of idle
-connections, quietly; the robots.txt cache is bounded in bytes as well as in origins."""
+connections, quietly; pools past the limit are closed, the least recently used first; the
+robots.txt cache is bounded in bytes as well as in origins."""
 
 from __future__ import annotations
 
