@@ -17,8 +17,15 @@ Prints, per tool: wall seconds, successes (by fate, which must agree), images/s,
 (user + system of the tool's processes, not the server's) per 1,000 successes; and the ratios
 wit / img2dataset of successes per CPU-second (goal >= 2.0) and of wall time (goal >= 1.5).
 
+``--processes 1 2`` also runs wit with that many Beam worker processes
+(``--direct_num_workers N --direct_running_mode multi_processing``: one SDK process per vCPU,
+each with its own download threads, as Dataflow runs it) and prints each count's rate and its
+per-process efficiency: successes/s at N over N times successes/s at 1, and successes per
+CPU-second at N over that at 1. The web's server runs on the same machine: on a machine of two
+cores it takes part of the second process's core.
+
     .venv/bin/python benchmarks/crawl_wan.py [--urls 3000] [--hosts 200] [--rounds 1] \\
-        [--img2dataset-threads 32 128 256] [--workdir /tmp/wit-wan-bench]
+        [--img2dataset-threads 32 128 256] [--processes 1 2] [--workdir /tmp/wit-wan-bench]
 """
 
 from __future__ import annotations
@@ -71,6 +78,21 @@ def run_wit(urls: Path, out: Path, ca: str, extra: list[str]) -> tuple[float, fl
                  env={**os.environ, "WIT_QUIET": "1"}, stdout=subprocess.DEVNULL)
 
 
+def print_shape(runs: list[dict], counts: list[int]) -> None:
+    """Each count of worker processes: its fastest run's rate, and the efficiency per process
+    against the smallest count (wall rate per process, and successes per CPU-second)."""
+    best = {n: min((r for r in runs if r["processes"] == n), key=lambda r: r["wall"]) for n in counts}
+    base_n = min(counts)
+    base = best[base_n]
+    base_rate, base_per_cpu = base["successes"] / base["wall"], base["successes"] / base["cpu"]
+    print("wit crawl by worker processes (--direct_running_mode multi_processing), each count's fastest run:")
+    for n, r in best.items():
+        rate, per_cpu = r["successes"] / r["wall"], r["successes"] / r["cpu"]
+        print(f"  {n} processes  {r['wall']:6.1f} s  {rate:6.1f} successes/s  {per_cpu:6.1f} per CPU-s  "
+              f"efficiency per process {rate * base_n / (base_rate * n):.2f} (wall), "
+              f"{per_cpu / base_per_cpu:.2f} (CPU)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
@@ -79,6 +101,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--img2dataset-threads", type=int, nargs="*", default=[32, 128, 256],
                         help="thread counts to try (none: wit alone, for tuning)")
+    parser.add_argument("--processes", type=int, nargs="*", default=[],
+                        help="also run wit with these counts of worker processes (the Dataflow shape)")
     parser.add_argument("--workdir", default="/tmp/wit-wan-bench")
     parser.add_argument("--wit-flags", default="", help="flags added to wit's command (tuning only: the product "
                                                          "figure is wit at its defaults)")
@@ -93,23 +117,29 @@ def main() -> None:
         urls = work / "urls.parquet"
         pq.write_table(pa.table({"url": table["url"], "caption": table["caption"]}), urls)
         runs = []
+        plan = ([("img2dataset", t, 0) for t in args.img2dataset_threads] + [("wit crawl", 0, 0)]
+                + [("wit crawl", 0, n) for n in args.processes])
         for _ in range(args.rounds):
-            for name, threads in [("img2dataset", t) for t in args.img2dataset_threads] + [("wit crawl", 0)]:
+            for name, threads, processes in plan:
                 out = work / name.replace(" ", "_")
                 shutil.rmtree(out, ignore_errors=True)
                 if name == "wit crawl":
-                    wall, cpu = run_wit(urls, out, info["ca"], args.wit_flags.split())
+                    shape = ["--direct_num_workers", str(processes), "--direct_running_mode", "multi_processing"]
+                    wall, cpu = run_wit(urls, out, info["ca"], (shape if processes else []) + args.wit_flags.split())
                 else:
                     wall, cpu = run_img2dataset(urls, out, info["ca"], threads, image)
                 found = successes(out, fates)
-                runs.append({"tool": name, "threads": threads, "wall": wall, "cpu": cpu,
+                runs.append({"tool": name, "threads": threads, "processes": processes, "wall": wall, "cpu": cpu,
                              "successes": sum(found.values()), "by_fate": dict(found)})
-                print(f"  {name:12s} {'defaults' if not threads else f'{threads} threads':12s} {wall:6.1f} s wall "
+                how = f"{threads} threads" if threads else f"{processes} processes" if processes else "defaults"
+                print(f"  {name:12s} {how:12s} {wall:6.1f} s wall "
                       f"{cpu:6.1f} CPU-s  {sum(found.values()):5d} successes {dict(found)}", flush=True)
     finally:
         server.terminate()
         server.wait()
-    best = {name: min((r for r in runs if r["tool"] == name), key=lambda r: r["wall"])
+    if args.processes:
+        print_shape(runs, args.processes)
+    best = {name: min((r for r in runs if r["tool"] == name and not r["processes"]), key=lambda r: r["wall"])
             for name in ("img2dataset", "wit crawl") if any(r["tool"] == name for r in runs)}
     mix = Counter(fates.values())
     print(f"{args.urls:,} urls over {args.hosts} hosts, https, fates {dict(mix)}; {image.image_size} px "
