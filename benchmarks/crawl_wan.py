@@ -78,10 +78,15 @@ def run_wit(urls: Path, out: Path, ca: str, extra: list[str]) -> tuple[float, fl
                  env={**os.environ, "WIT_QUIET": "1"}, stdout=subprocess.DEVNULL)
 
 
+def fastest(runs: list[dict], **match) -> dict:
+    """The run of least wall time among those whose fields equal ``match``."""
+    return min((r for r in runs if all(r[k] == v for k, v in match.items())), key=lambda r: r["wall"])
+
+
 def print_shape(runs: list[dict], counts: list[int]) -> None:
     """Each count of worker processes: its fastest run's rate, and the efficiency per process
     against the smallest count (wall rate per process, and successes per CPU-second)."""
-    best = {n: min((r for r in runs if r["processes"] == n), key=lambda r: r["wall"]) for n in counts}
+    best = {n: fastest(runs, processes=n) for n in counts}
     base_n = min(counts)
     base = best[base_n]
     base_rate, base_per_cpu = base["successes"] / base["wall"], base["successes"] / base["cpu"]
@@ -139,7 +144,7 @@ def main() -> None:
         server.wait()
     if args.processes:
         print_shape(runs, args.processes)
-    best = {name: min((r for r in runs if r["tool"] == name and not r["processes"]), key=lambda r: r["wall"])
+    best = {name: fastest(runs, tool=name, processes=0)
             for name in ("img2dataset", "wit crawl") if any(r["tool"] == name for r in runs)}
     mix = Counter(fates.values())
     print(f"{args.urls:,} urls over {args.hosts} hosts, https, fates {dict(mix)}; {image.image_size} px "
